@@ -1,0 +1,30 @@
+# obe: outcome-based exploration for RL post-training of LLMs, as one DAG.
+#   snakemake --cores all                                  # the embedded default (CPU)
+#   snakemake --cores all --configfile configs/smoke.yaml  # the few-minute test DAG
+#   snakemake --cores all --profile slurm                  # on a Slurm cluster
+from pathlib import Path
+import sys
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+configfile: "config.yaml"
+
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+from obe.config import validate_config
+
+validate_config(config)
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/base_model.smk"
+include: "rules/sampling.smk"
+include: "rules/evaluate.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

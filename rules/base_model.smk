@@ -1,0 +1,21 @@
+rule base_model:
+    """Build and pre-train the embedded tiny base model (embedded default only)."""
+    output:
+        directory(f"{R}/base_model"),
+    params:
+        size=config["base_model"].get("size", "default"),
+        seed=config["base_model"].get("seed", 0),
+        difficulty=config["base_model"].get("difficulty", 3),
+    threads: config["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    log:
+        f"{R}/logs/base_model.log",
+    benchmark:
+        f"{R}/benchmarks/base_model.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "python -m obe.base_model --out {output} --size {params.size} --seed {params.seed}"
+        " --difficulty {params.difficulty} --threads {threads} > {log} 2>&1"

@@ -1,0 +1,15 @@
+rule prepare_data:
+    """One dataset (training questions or a test set) in the common record schema."""
+    output:
+        data=f"{R}/data/{{dataset}}.jsonl",
+        manifest=f"{R}/data/{{dataset}}.manifest.json",
+    params:
+        args=lambda wildcards: dataset_args(wildcards.dataset),
+    log:
+        f"{R}/logs/prepare_data/{{dataset}}.log",
+    benchmark:
+        f"{R}/benchmarks/prepare_data/{{dataset}}.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "python -m obe.data {params.args} --out {output.data} --manifest {output.manifest} > {log} 2>&1"

@@ -1,0 +1,16 @@
+rule evaluate:
+    """pass@k for every k, maj@k, distinct answers and lengths, per question and averaged."""
+    input:
+        f"{R}/graded/{{run}}/step{{step}}/{{dataset}}.jsonl",
+    output:
+        questions=f"{R}/eval/{{run}}/step{{step}}/{{dataset}}/per_question.jsonl",
+        summary=f"{R}/eval/{{run}}/step{{step}}/{{dataset}}/summary.json",
+    log:
+        f"{R}/logs/evaluate/{{run}}/step{{step}}/{{dataset}}.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate/{{run}}/step{{step}}/{{dataset}}.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "python -m obe.evaluate --graded {input} --out-questions {output.questions}"
+        " --out-summary {output.summary} > {log} 2>&1"

@@ -1,0 +1,89 @@
+"""Pipeline configuration: JSON-schema validation with errors that name the key.
+
+The Snakefile calls ``validate_config(config)`` when it loads, so a typo or a bad value
+fails before any job runs, with the key's path and what is allowed, e.g.::
+
+    config error at train.agg: 'tokenmean' is not one of ['token_mean', ...]
+    config error at train: unknown key 'stpes' (allowed: agg, batch_questions, ...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration that does not match the schema."""
+
+
+def load_schema() -> dict[str, Any]:
+    with open(SCHEMA_PATH, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def _path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
+
+
+def _allowed_keys(schema: Mapping[str, Any], root: Mapping[str, Any]) -> list[str]:
+    if "$ref" in schema:
+        name = schema["$ref"].split("/")[-1]
+        schema = root["$defs"][name]
+    return sorted(schema.get("properties", {}))
+
+
+def describe(error: jsonschema.ValidationError, root: Mapping[str, Any]) -> str:
+    """One line per error: where it is, what is wrong, what is allowed."""
+    where = _path(error)
+    if error.validator == "additionalProperties":
+        allowed = _allowed_keys(error.schema, root)
+        extra = sorted(set(error.instance) - set(allowed))
+        return f"config error at {where}: unknown key(s) {extra} (allowed: {', '.join(allowed)})"
+    if error.validator == "enum":
+        return f"config error at {where}: {error.instance!r} is not one of {error.validator_value}"
+    return f"config error at {where}: {error.message}"
+
+
+def validate_config(config: Mapping[str, Any]) -> None:
+    """Raise ``ConfigError`` listing every schema violation of ``config``."""
+    schema = load_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(dict(config)), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise ConfigError("\n".join(describe(e, schema) for e in errors))
+    for name in config["train"].get("methods", []):
+        if name not in config["methods"]:
+            raise ConfigError(f"config error at train.methods: {name!r} has no entry under `methods`")
+    if not config["base_model"]["embedded"] and not config["base_model"].get("name_or_path"):
+        raise ConfigError("config error at base_model.name_or_path: required when base_model.embedded is false")
+    for name, ds in {"train": config["data"]["train"], **config["data"]["test"]}.items():
+        if ds["source"] != "synthetic" and not (ds.get("path") or ds.get("hub")):
+            raise ConfigError(f"config error at data.{name}: a {ds['source']} dataset needs `path` or `hub`")
+
+
+def load_config(*paths: str) -> dict[str, Any]:
+    """Merge YAML files left to right (later files override keys, recursively) and validate."""
+    merged: dict[str, Any] = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            merged = deep_merge(merged, yaml.safe_load(f) or {})
+    validate_config(merged)
+    return merged
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge, as Snakemake merges --configfile files over the Snakefile's."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
