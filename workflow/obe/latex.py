@@ -5,29 +5,33 @@ from __future__ import annotations
 import re
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+# Braces that change depth; ``\{`` and ``\}`` are escaped (literal) braces and do not.
+_BRACE_RE = re.compile(r"\\[{}]|[{}]")
 
 
 def last_boxed(text: str) -> str | None:
     """Content of the last ``\\boxed{...}`` or ``\\fbox{...}`` in ``text``, braces balanced.
 
     Returns ``None`` when there is no complete box (e.g. an unclosed brace at the end of a
-    truncated generation). Runs in linear time, so 100,000 nested braces are cheap.
+    truncated generation); an earlier complete box is then returned instead. Runs in linear
+    time even on hostile input (100,000 nested braces, or 100,000 unclosed ``\\boxed{``):
+    one pass matches every brace with a stack, then the last box whose brace closes wins.
     """
-    starts = [m.end() for m in _BOX_RE.finditer(text)]
-    for start in reversed(starts):
-        depth = 1
-        i = start
-        n = len(text)
-        while i < n:
-            ch = text[i]
-            if ch == "\\" and i + 1 < n and text[i + 1] in "{}":
-                i += 2  # escaped brace \{ or \} does not change depth
-                continue
-            if ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[start:i]
-            i += 1
-    return None
+    starts = {m.end() - 1: m.end() for m in _BOX_RE.finditer(text)}
+    if not starts:
+        return None
+    stack: list[int] = []
+    best: tuple[int, int] | None = None  # (content start, content end) of the last closed box
+    for m in _BRACE_RE.finditer(text):
+        tok = m.group()
+        if len(tok) == 2:
+            continue  # escaped brace
+        pos = m.start()
+        if tok == "{":
+            stack.append(pos)
+        elif stack:
+            open_pos = stack.pop()
+            content_start = starts.get(open_pos)
+            if content_start is not None and (best is None or content_start > best[0]):
+                best = (content_start, pos)
+    return None if best is None else text[best[0] : best[1]]

@@ -1,0 +1,615 @@
+"""Dataset loading and preparation: every math set becomes JSONL of ``obe.records.Record``.
+
+Why one module: training and every evaluation must see the same problem text and the same gold
+answer, so each source's quirks (MATH's last ``\\boxed{}``, GSM8K's ``####``, AMC's float answers,
+OlympiadBench's ``$``-wrapped lists) are handled exactly once, here, by a small pure converter
+``(raw row, Where) -> Record | Problem``. Bad rows are never silent: each is reported by file and
+line, ``--strict`` fails on them, the default drops them and lists them in the manifest.
+
+CLI (``python -m obe.data --help``)::
+
+    python -m obe.data --source math500 --path DATA/math500/test.jsonl --split test \\
+        --out results/data/math500_test.jsonl
+    python -m obe.data --source math --split train --data-dir DATA --out results/data/math_train.jsonl
+    python -m obe.data --source synthetic --split train --n 2000 --seed 0 --difficulty 1 --out ...
+    python -m obe.data --all DATA --out-dir results/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from obe.latex import last_boxed
+from obe.records import Record, write_jsonl
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a raw row came from: ``file`` (path or hub name) and 1-based ``line`` for messages,
+    ``tag`` (e.g. ``math/train``) for ids derived from file and line."""
+
+    file: str
+    line: int
+    tag: str
+
+    def problem(self, reason: str) -> "Problem":
+        return Problem(self.file, self.line, reason)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A bad row, named so that a person can open the file at that line."""
+
+    file: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file} line {self.line}: {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "reason": self.reason}
+
+
+Converter = Callable[[dict[str, Any], Where], "Record | Problem"]
+
+# ----------------------------------------------------------------------------- answer parsing
+
+_BRACELESS_BOX_RE = re.compile(r"\\boxed\s+([^\s{}$\\])")
+_UNESCAPED_DOLLAR_RE = re.compile(r"(?<!\\)\$")
+
+
+def boxed_answer(solution: str) -> str | None:
+    """Last ``\\boxed{}`` content; falls back to TeX's brace-less ``\\boxed 2`` (two MATH train
+    solutions use it), whose argument is the single next character."""
+    boxed = last_boxed(solution)
+    if boxed is not None:
+        return boxed
+    found = _BRACELESS_BOX_RE.findall(solution)
+    return found[-1] if found else None
+
+
+def gsm8k_final(solution: str) -> str | None:
+    """Text after the last ``####`` with thousands commas removed (``3,890`` -> ``3890``)."""
+    if "####" not in solution:
+        return None
+    return solution.rsplit("####", 1)[1].strip().replace(",", "")
+
+
+def number_text(value: Any) -> str | None:
+    """A JSON number or string as answer text; integer-valued floats lose ``.0`` (AMC ``27.0``)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, (int, str)):
+        return str(value)
+    return None
+
+
+def strip_dollars(text: str) -> str:
+    """Drop unescaped ``$`` math delimiters (``$69$,$84$`` -> ``69,84``); ``\\$`` is kept."""
+    return _UNESCAPED_DOLLAR_RE.sub("", text).strip()
+
+
+def normalize_problem(text: str) -> str:
+    """Whitespace-collapsed, lowercased text: the key for overlap checks between splits."""
+    return " ".join(text.split()).lower()
+
+
+# ----------------------------------------------------------------------------- converters
+
+
+def _build(
+    source: str,
+    row: dict[str, Any],
+    where: Where,
+    *,
+    problem_key: str,
+    answer: str | None,
+    answer_missing: str,
+    id_key: str | None = None,
+    level: str | None = None,
+    subject_key: str | None = None,
+) -> Record | Problem:
+    """Validate the common fields and assemble a Record; the first failing check is the reason."""
+    problem = row.get(problem_key)
+    if problem is None:
+        return where.problem(f"missing problem field '{problem_key}'")
+    if not isinstance(problem, str):
+        return where.problem(f"problem field '{problem_key}' is {type(problem).__name__}, not str")
+    if not problem.strip():
+        return where.problem("empty problem")
+    if answer is None:
+        return where.problem(answer_missing)
+    if not answer.strip():
+        return where.problem("empty answer")
+    own_id = row.get(id_key) if id_key else None
+    rid = f"{source}:{own_id}" if own_id is not None else f"{where.tag}:{where.line}"
+    subject = row.get(subject_key) if subject_key else None
+    return Record(
+        id=rid,
+        problem=problem.strip(),
+        answer=answer.strip(),
+        source=source,
+        level=level,
+        subject=subject if isinstance(subject, str) else None,
+    )
+
+
+def _str_field(row: dict[str, Any], key: str) -> str | None:
+    value = row.get(key)
+    return value if isinstance(value, str) else None
+
+
+def convert_math(row: dict[str, Any], where: Where) -> Record | Problem:
+    """MATH: gold is the last box of ``solution``; id is the ``unique_id`` from ``*_paths.txt``."""
+    solution = _str_field(row, "solution")
+    answer = boxed_answer(solution) if solution is not None else None
+    why = "missing 'solution'" if solution is None else "no \\boxed{} answer in 'solution'"
+    level = row.get("level")
+    return _build("math", row, where, problem_key="problem", answer=answer, answer_missing=why,
+                  id_key="unique_id", level=str(level) if level is not None else None,
+                  subject_key="type")
+
+
+def convert_math500(row: dict[str, Any], where: Where) -> Record | Problem:
+    """MATH-500: explicit ``answer``; int level 3 becomes ``Level 3`` as in MATH."""
+    level = row.get("level")
+    level_text = f"Level {level}" if isinstance(level, int) else (str(level) if level else None)
+    return _build("math500", row, where, problem_key="problem", answer=_str_field(row, "answer"),
+                  answer_missing="missing or non-string 'answer'", id_key="unique_id",
+                  level=level_text, subject_key="subject")
+
+
+def convert_gsm8k(row: dict[str, Any], where: Where) -> Record | Problem:
+    """GSM8K: prompt in ``question``; gold after ``####``; no own id, so ``gsm8k/train:812``."""
+    solution = _str_field(row, "answer")
+    answer = gsm8k_final(solution) if solution is not None else None
+    why = "missing or non-string 'answer'" if solution is None else "no '####' final answer"
+    return _build("gsm8k", row, where, problem_key="question", answer=answer, answer_missing=why)
+
+
+def _numeric_answer_converter(source: str, id_key: str) -> Converter:
+    """AIME/AMC rows share a shape: ``problem``, an own id, and a number-like ``answer``."""
+
+    def convert(row: dict[str, Any], where: Where) -> Record | Problem:
+        return _build(source, row, where, problem_key="problem",
+                      answer=number_text(row.get("answer")),
+                      answer_missing="missing or non-numeric 'answer'", id_key=id_key)
+
+    convert.__name__ = f"convert_{source}"
+    convert.__doc__ = f"{source}: ``problem``, gold ``answer`` as text, id from ``{id_key}``."
+    return convert
+
+
+convert_aime24 = _numeric_answer_converter("aime24", "id")
+convert_aime25 = _numeric_answer_converter("aime25", "problem_idx")
+convert_amc23 = _numeric_answer_converter("amc23", "id")
+
+
+def convert_minerva_math(row: dict[str, Any], where: Where) -> Record | Problem:
+    """Minerva Math: gold is the last box of ``solution``; the course name is the subject."""
+    solution = _str_field(row, "solution")
+    answer = boxed_answer(solution) if solution is not None else None
+    why = "missing 'solution'" if solution is None else "no \\boxed{} answer in 'solution'"
+    return _build("minerva_math", row, where, problem_key="problem", answer=answer,
+                  answer_missing=why, id_key="idx", subject_key="type")
+
+
+def convert_olympiadbench(row: dict[str, Any], where: Where) -> Record | Problem:
+    """OlympiadBench: prompt in ``question``; gold is a one-element list, ``$`` stripped."""
+    final = row.get("final_answer")
+    if isinstance(final, list) and len(final) != 1:
+        return where.problem(f"expected a one-element 'final_answer' list, got {len(final)}")
+    answer = strip_dollars(final[0]) if isinstance(final, list) and isinstance(final[0], str) else None
+    return _build("olympiadbench", row, where, problem_key="question", answer=answer,
+                  answer_missing="missing or non-string 'final_answer' element", id_key="id",
+                  subject_key="subfield")
+
+
+def convert_record(row: dict[str, Any], where: Where) -> Record | Problem:
+    """Rows already in Record form (synthetic tasks, or a prepared file read back): id kept."""
+    try:
+        record = Record.from_dict(row)
+    except (TypeError, ValueError) as err:
+        return where.problem(f"not a record: {err}")
+    for name in ("id", "problem", "answer"):
+        value = getattr(record, name)
+        if not isinstance(value, str) or not value.strip():
+            return where.problem(f"empty or non-string {name}")
+    return record
+
+
+SOURCES: dict[str, Converter] = {
+    "math": convert_math,
+    "math500": convert_math500,
+    "gsm8k": convert_gsm8k,
+    "aime24": convert_aime24,
+    "aime25": convert_aime25,
+    "amc23": convert_amc23,
+    "minerva_math": convert_minerva_math,
+    "olympiadbench": convert_olympiadbench,
+    "synthetic": convert_record,
+}
+
+# (source, split) -> (input files, files whose problems are removed), relative to a data folder.
+# MATH train for RL is the PRM800K 12k split: all of MATH minus the 500 MATH-500 problems.
+STANDARD: dict[tuple[str, str], tuple[list[str], list[str]]] = {
+    ("math", "train"): (["math/train.jsonl", "math/test.jsonl"], ["math500/test.jsonl"]),
+    ("math", "test"): (["math/test.jsonl"], []),
+    ("math500", "test"): (["math500/test.jsonl"], []),
+    ("gsm8k", "train"): (["gsm8k/train.jsonl"], []),
+    ("gsm8k", "test"): (["gsm8k/test.jsonl"], []),
+    ("aime24", "test"): (["aime24/test.jsonl"], []),
+    ("aime25", "test"): (["aime25/test.jsonl"], []),
+    ("amc23", "test"): (["amc23/test.jsonl"], []),
+    ("minerva_math", "test"): (["minerva_math/test.jsonl"], []),
+    ("olympiadbench", "test"): (["olympiadbench/test.jsonl"], []),
+}
+
+# ----------------------------------------------------------------------------- reading rows
+
+Rows = list[tuple[Where, dict[str, Any]]]
+
+
+def file_tag(path: Path) -> str:
+    """``.../math/train.jsonl`` -> ``math/train``: the prefix of ids derived from file and line."""
+    return f"{path.parent.name}/{path.stem}" if path.parent.name else path.stem
+
+
+def scan_jsonl(path: Path) -> tuple[Rows, list[Problem]]:
+    """Parse line by line, so a malformed line is reported by number instead of failing the file."""
+    rows: Rows = []
+    problems: list[Problem] = []
+    tag = file_tag(path)
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            where = Where(str(path), number, tag)
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                problems.append(where.problem(f"not UTF-8: {err.reason} at byte {err.start}"))
+                continue
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as err:
+                problems.append(where.problem(f"malformed JSON: {err.msg} (column {err.colno})"))
+                continue
+            if not isinstance(value, dict):
+                problems.append(where.problem(f"malformed JSON: a {type(value).__name__}, not an object"))
+                continue
+            rows.append((where, value))
+    return rows, problems
+
+
+def _quiet_datasets() -> Any:
+    """Import ``datasets`` only when needed: the import alone takes ~1.7 s."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    return datasets
+
+
+def read_local(path: Path) -> tuple[Rows, list[Problem], str]:
+    """Rows of a local JSONL file and the reader used (``datasets`` or ``json-lines``).
+
+    The file is pre-scanned line by line, since ``datasets`` fails a whole file on one bad line
+    without naming it. When every line parses, the file is loaded through
+    ``datasets.load_dataset("json")`` (the reader the hub path uses too) and its rows are paired
+    with the scanned line numbers; they are used only if equal to the scanned rows (up to the
+    ``None`` that Arrow fills in for absent keys), so a type coercion can never change a record.
+    """
+    rows, problems = scan_jsonl(path)
+    if problems:
+        return rows, problems, "json-lines"
+    try:
+        table = _quiet_datasets().load_dataset("json", data_files=str(path), split="train")
+    except Exception:  # noqa: BLE001 - any Arrow schema failure: the scanned rows are exact
+        return rows, problems, "json-lines"
+    loaded = [dict(raw) for raw in table]
+    if len(loaded) != len(rows) or any(_without_fill(b, a) != a for (_, a), b in zip(rows, loaded)):
+        return rows, problems, "json-lines"
+    return [(where, row) for (where, _), row in zip(rows, loaded)], problems, "datasets"
+
+
+def _without_fill(loaded: dict[str, Any], scanned: dict[str, Any]) -> dict[str, Any]:
+    """``loaded`` minus the ``None`` values Arrow adds for keys that the line did not have."""
+    return {k: v for k, v in loaded.items() if v is not None or k in scanned}
+
+
+def read_hub(name: str, split: str) -> Rows:
+    """Rows of a Hugging Face hub dataset, ``line`` = row index + 1.
+
+    Needs network access, so it cannot run in the offline tests here; rows go through the same
+    converters as local files, so only the download itself is untested.
+    """
+    table = _quiet_datasets().load_dataset(name, split=split)
+    return [(Where(f"hf:{name}[{split}]", i, f"{name}/{split}"), dict(raw))
+            for i, raw in enumerate(table, start=1)]
+
+
+def attach_sidecar_ids(path: Path, rows: Rows) -> Rows:
+    """Add ``unique_id`` from ``<stem>_paths.txt`` (MATH: line i names the problem of line i)."""
+    sidecar = path.with_name(f"{path.stem}_paths.txt")
+    if not sidecar.is_file():
+        return rows
+    ids = sidecar.read_text(encoding="utf-8").splitlines()
+    out: Rows = []
+    for where, row in rows:
+        if where.line > len(ids):
+            raise ValueError(f"{sidecar} has {len(ids)} lines, but {path} has a row on line {where.line}")
+        out.append((where, row if "unique_id" in row else {**row, "unique_id": ids[where.line - 1]}))
+    return out
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """Problems to keep out of a split: by ``unique_id`` (the PRM800K convention for MATH-500)
+    and, for sources without one, by normalized problem text."""
+
+    ids: frozenset[str] = frozenset()
+    texts: frozenset[str] = frozenset()
+
+    def matches(self, row: dict[str, Any], record: Record) -> bool:
+        return row.get("unique_id") in self.ids or normalize_problem(record.problem) in self.texts
+
+
+def exclusion_from(paths: Iterable[Path]) -> Exclusion:
+    """The ``unique_id`` values and normalized problem texts of the rows in ``paths``."""
+    ids: set[str] = set()
+    texts: set[str] = set()
+    for path in paths:
+        for _, row in scan_jsonl(path)[0]:
+            if isinstance(row.get("unique_id"), str):
+                ids.add(row["unique_id"])
+            texts.update(normalize_problem(row[k]) for k in ("problem", "question") if isinstance(row.get(k), str))
+    return Exclusion(frozenset(ids), frozenset(texts))
+
+
+# ----------------------------------------------------------------------------- preparing
+
+
+@dataclass
+class Prepared:
+    """Kept records plus everything the manifest reports about how they were obtained."""
+
+    records: list[Record]
+    problems: list[Problem] = field(default_factory=list)
+    read: int = 0
+    excluded: int = 0
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def convert_rows(source: str, rows: Rows, exclude: Exclusion = Exclusion()) -> Prepared:
+    """Convert rows, drop those matching ``exclude`` (own id or normalized problem), drop bad
+    rows and later duplicates of an id. Shared by local files, the hub, and synthetic data."""
+    convert = SOURCES[source]
+    out = Prepared(records=[], read=len(rows))
+    first_seen: dict[str, Where] = {}
+    for where, row in rows:
+        result = convert(row, where)
+        if isinstance(result, Problem):
+            out.problems.append(result)
+            continue
+        if exclude.matches(row, result):
+            out.excluded += 1
+            continue
+        if result.id in first_seen:
+            seen = first_seen[result.id]
+            out.problems.append(where.problem(f"duplicate id {result.id} (first at {seen.file} line {seen.line})"))
+            continue
+        first_seen[result.id] = where
+        out.records.append(result)
+    return out
+
+
+def load_files(source: str, paths: Sequence[Path], exclude: Sequence[Path] = ()) -> Prepared:
+    """Load local JSONL files of one source into records (see ``convert_rows``)."""
+    rows: Rows = []
+    problems: list[Problem] = []
+    inputs: list[dict[str, Any]] = []
+    for path in paths:
+        file_rows, file_problems, reader = read_local(path)
+        rows += attach_sidecar_ids(path, file_rows)
+        problems += file_problems
+        inputs.append({"path": str(path), "sha256": sha256_file(path), "reader": reader})
+        sidecar = path.with_name(f"{path.stem}_paths.txt")
+        if sidecar.is_file():
+            inputs.append({"path": str(sidecar), "sha256": sha256_file(sidecar), "reader": "ids"})
+    inputs += [{"path": str(p), "sha256": sha256_file(p), "reader": "exclude"} for p in exclude]
+    out = convert_rows(source, rows, exclusion_from(exclude))
+    order = {str(p): i for i, p in enumerate(paths)}
+    out.problems = sorted(problems + out.problems, key=lambda p: (order.get(p.file, 0), p.line))
+    out.read += len(problems)
+    out.inputs = inputs
+    return out
+
+
+def synthetic_rows(split: str, n: int, seed: int, difficulty: int | None) -> Rows:
+    """Rows from ``obe.synthetic.make_split`` (imported here: real data does not need it);
+    ``difficulty=None`` leaves that module's default."""
+    from obe.synthetic import make_split
+
+    tag = f"synthetic/{split}"
+    records = make_split(split, n, seed) if difficulty is None else make_split(split, n, seed, difficulty)
+    return [(Where(tag, i, tag), r.to_dict()) for i, r in enumerate(records, start=1)]
+
+
+def take(records: list[Record], limit: int | None, seed: int | None) -> list[Record]:
+    """First ``limit`` records, or a seeded sample of them kept in file order."""
+    if limit is None or limit >= len(records):
+        return records
+    if seed is None:
+        return records[:limit]
+    chosen = set(random.Random(seed).sample(range(len(records)), limit))
+    return [r for i, r in enumerate(records) if i in chosen]
+
+
+def write_outputs(prep: Prepared, out: Path, manifest_path: Path, meta: dict[str, Any],
+                  limit: int | None = None, seed: int | None = None) -> dict[str, Any]:
+    """Write the records (``take(limit, seed)`` of them) and a deterministic manifest: no
+    timestamps, so reruns are byte-identical and a Snakemake rule can trust the hashes."""
+    records = take(prep.records, limit, seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(str(out), records)
+    manifest = {
+        **meta,
+        "limit": limit,
+        "inputs": prep.inputs,
+        "counts": {"read": prep.read, "excluded": prep.excluded, "dropped": len(prep.problems),
+                   "kept": len(prep.records), "written": len(records)},
+        "dropped": [p.to_dict() for p in prep.problems],
+        "output": {"path": str(out), "sha256": sha256_file(out)},
+    }
+    manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return manifest
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m obe.data",
+        description="Convert a math dataset into JSONL records (id, problem, answer, source, level, "
+                    "subject) plus a JSON manifest of inputs, hashes, counts and dropped rows.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Bad rows (empty problem, missing or unparsable answer, duplicate id, malformed JSON)\n"
+               "are dropped and listed in the manifest, or fail the run with --strict. Source 'math'\n"
+               "split 'train' is MATH train + test minus the 500 MATH-500 problems (12,000 rows; two\n"
+               "train solutions box nothing, so 11,998 are kept and --strict fails). Reruns write\n"
+               "byte-identical files.\n\nexamples:\n"
+               "  python -m obe.data --source math500 --path DATA/math500/test.jsonl --out OUT.jsonl\n"
+               "  python -m obe.data --source math --split train --data-dir DATA --out OUT.jsonl\n"
+               "  python -m obe.data --source gsm8k --split test --path DATA/gsm8k/test.jsonl \\\n"
+               "      --limit 100 --seed 0 --out OUT.jsonl\n"
+               "  python -m obe.data --source synthetic --split train --n 2000 --seed 0 --out OUT.jsonl\n"
+               "  python -m obe.data --all DATA --out-dir results/data")
+    p.add_argument("--source", choices=sorted(SOURCES), help="dataset kind (selects the row converter)")
+    p.add_argument("--split", default="test", help="split name (default: test)")
+    p.add_argument("--path", nargs="+", type=Path, help="local JSONL file(s) of the source")
+    p.add_argument("--exclude", nargs="*", type=Path, default=[],
+                   help="JSONL file(s) whose problems are removed (by unique_id or normalized text)")
+    p.add_argument("--data-dir", type=Path, help="shared data folder: take --path/--exclude from its standard layout")
+    p.add_argument("--hub", help="Hugging Face hub dataset name instead of --path (needs network)")
+    p.add_argument("--out", type=Path, help="output JSONL path")
+    p.add_argument("--manifest", type=Path, help="manifest path (default: OUT with .manifest.json)")
+    p.add_argument("--strict", action="store_true", help="fail (exit 1) listing every bad row, write nothing")
+    p.add_argument("--limit", type=_count, help="keep only N records (first N, or a sample with --seed)")
+    p.add_argument("--seed", type=int, help="seed for --limit sampling and for synthetic generation")
+    p.add_argument("--n", type=_count, default=1000, help="synthetic: number of problems (default: 1000)")
+    p.add_argument("--difficulty", type=int, help="synthetic: difficulty level (default: obe.synthetic's)")
+    p.add_argument("--all", type=Path, metavar="DATA_DIR", help="prepare every standard dataset found in DATA_DIR")
+    p.add_argument("--out-dir", type=Path, help="with --all: folder for <source>_<split>.jsonl files")
+    return p
+
+
+def _report(prep: Prepared, strict: bool) -> bool:
+    """Print bad rows to stderr (all of them when strict); True when the run may go on."""
+    shown = prep.problems if strict else prep.problems[:20]
+    for problem in shown:
+        print(f"{'error' if strict else 'warning'}: {problem}", file=sys.stderr)
+    if len(prep.problems) > len(shown):
+        print(f"warning: ... and {len(prep.problems) - len(shown)} more (see manifest)", file=sys.stderr)
+    if strict and prep.problems:
+        print(f"error: {len(prep.problems)} bad row(s); nothing written (--strict)", file=sys.stderr)
+        return False
+    return True
+
+
+def prepare_one(args: argparse.Namespace) -> int:
+    """One source and split into ``--out``; returns the exit status."""
+    meta: dict[str, Any] = {"source": args.source, "split": args.split, "seed": args.seed}
+    limit = args.limit
+    if args.source == "synthetic" and not args.path:
+        seed = 0 if args.seed is None else args.seed
+        prep = convert_rows("synthetic", synthetic_rows(args.split, args.n, seed, args.difficulty))
+        meta.update({"seed": seed, "params": {"n": args.n, "seed": seed, "difficulty": args.difficulty}})
+        limit = None  # --n already sets the size; --seed went to the generator
+    elif args.hub:
+        prep = convert_rows(args.source, read_hub(args.hub, args.split))
+        prep.inputs = [{"hub": args.hub, "split": args.split, "sha256": None, "reader": "datasets"}]
+    else:
+        paths, exclude = args.path, args.exclude
+        if args.data_dir is not None:
+            rel_paths, rel_exclude = STANDARD[(args.source, args.split)]
+            paths, exclude = [args.data_dir / r for r in rel_paths], [args.data_dir / r for r in rel_exclude]
+        prep = load_files(args.source, paths, exclude)
+    if not _report(prep, args.strict):
+        return 1
+    manifest_path = args.manifest or args.out.with_name(args.out.name.removesuffix(".jsonl") + ".manifest.json")
+    manifest = write_outputs(prep, args.out, manifest_path, meta, limit, args.seed)
+    c = manifest["counts"]
+    print(f"{args.source}/{args.split}: read {c['read']}, excluded {c['excluded']}, dropped {c['dropped']}, "
+          f"kept {c['kept']}, written {c['written']}\noutput {args.out} sha256={manifest['output']['sha256']}\n"
+          f"manifest {manifest_path}")
+    return 0
+
+
+def prepare_all(data_dir: Path, out_dir: Path, strict: bool) -> int:
+    """Every standard (source, split) whose files exist in ``data_dir``; prints a count table."""
+    status = 0
+    lines = [f"{'source':<14}{'split':<7}{'read':>7}{'excluded':>9}{'dropped':>8}{'written':>8}"]
+    for (source, split), (rel_paths, rel_exclude) in STANDARD.items():
+        paths, exclude = [data_dir / r for r in rel_paths], [data_dir / r for r in rel_exclude]
+        if not all(p.is_file() for p in paths + exclude):
+            continue
+        prep = load_files(source, paths, exclude)
+        if not _report(prep, strict):
+            status = 1
+            continue
+        out = out_dir / f"{source}_{split}.jsonl"
+        meta = {"source": source, "split": split, "seed": None}
+        c = write_outputs(prep, out, out_dir / f"{source}_{split}.manifest.json", meta)["counts"]
+        lines.append(f"{source:<14}{split:<7}{c['read']:>7}{c['excluded']:>9}{c['dropped']:>8}{c['written']:>8}")
+    print("\n".join(lines))
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.all is not None and args.out_dir is None:
+        parser.error("--all needs --out-dir")
+    if args.all is None and (args.source is None or args.out is None):
+        parser.error("--source and --out are required (or use --all DATA_DIR --out-dir DIR)")
+    given = [name for name in ("path", "data_dir", "hub") if getattr(args, name)]
+    if len(given) > 1:
+        parser.error(f"give only one of --path, --data-dir, --hub (got {', '.join(given)})")
+    if args.all is None and args.source != "synthetic" and not given:
+        parser.error("give --path FILE..., --data-dir DIR, or --hub NAME")
+    if args.data_dir is not None and (args.source, args.split) not in STANDARD:
+        parser.error(f"--data-dir knows no split {args.split!r} of {args.source!r}")
+    try:
+        return prepare_all(args.all, args.out_dir, args.strict) if args.all else prepare_one(args)
+    except (OSError, ValueError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
