@@ -22,6 +22,7 @@ include: "rules/data.smk"
 include: "rules/base_model.smk"
 include: "rules/sampling.smk"
 include: "rules/evaluate.smk"
+include: "rules/bandits.smk"
 
 
 rule all:

@@ -1,5 +1,6 @@
 # Input functions and names shared by the rules. Snakemake owns every path; the package
 # only ever receives them as arguments.
+import os
 import shlex
 
 R = f"{config['results_dir']}/{config['experiment']}"
@@ -99,4 +100,5 @@ def trained_runs():
 def all_outputs():
     outs = [f"{R}/eval/{BASE}/step0/{d}/summary.json" for d in TEST_SETS]
     outs.append(f"{R}/graded/{BASE}/step0/train.jsonl")
+    outs.append(f"{R}/bandits/summary.json")
     return outs
