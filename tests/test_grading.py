@@ -1,0 +1,199 @@
+"""Grader behaviour: extraction, the equivalence table, keys, fast path, cache, MATH-500 golds."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from obe import grading as G
+from obe.grading import (
+    ERROR_KEY, NO_ANSWER_KEY, SENTINEL_KEYS, TIMEOUT_KEY, ExtractConfig, GradeResult, extract, grade,
+    outcome_key, verify,
+)
+
+# (gold, pred, expected verify) -- written for obe's conventions (see the module docstring).
+TABLE: list[tuple[str, str, bool]] = [
+    # integers, signs, leading zeros, trailing periods
+    ("5", "5", True), ("5", "5.", True), ("5", "05", True), ("025", "25", True), ("5", "-5", False),
+    ("-5", "-5", True), ("-5", "- 5", True), ("0", "-0", True), ("27.0", "27", True), ("27", "27.00", True),
+    ("7", "8", False), ("100", "1000", False), ("3", "+3", True), ("12", "1 2", True), ("2", "2.5", False),
+    # fractions / decimals / \frac / \dfrac / slash
+    ("\\frac{1}{2}", "0.5", True), ("\\frac{1}{2}", "1/2", True), ("\\frac12", "\\dfrac{1}{2}", True),
+    ("\\dfrac12", "\\tfrac{1}{2}", True), ("0.5", "\\frac{2}{4}", True), ("\\frac{1}{2}", "\\frac{1}{3}", False),
+    ("-\\frac{1}{2}", "\\frac{-1}{2}", True), ("-\\frac{1}{2}", "-0.5", True), ("\\frac{1}{2}", "-0.5", False),
+    ("\\frac{3}{4}", "0.75", True), ("\\frac{1}{3}", "0.333", False), ("\\frac13", "0.333333", False),
+    ("\\frac{7}{2}", "3.5", True), ("3\\frac{1}{2}", "\\frac{7}{2}", True), ("\\frac{10}{4}", "\\frac{5}{2}", True),
+    ("\\frac{1}{2^{99}}", "\\frac{1}{2^{98}}", False), ("\\frac{1}{2^{99}}", "2^{-99}", True),
+    ("2^{10}", "1024", True), ("1.5\\times10^{3}", "1500", True), ("\\frac{9}{4}", "2.25", True),
+    # degrees
+    ("30^\\circ", "30", True), ("30", "30^{\\circ}", True), ("30^\\circ", "30^\\circ", True), ("30^\\circ", "60^\\circ", False),
+    ("45", "45^\\circ", True), ("90^\\circ", "\\frac{\\pi}{2}", False),
+    # percentages
+    ("50\\%", "50", True), ("50\\%", "50\\%", True), ("50", "50%", True), ("50\\%", "0.5", False), ("12.5\\%", "12.5", True),
+    # thousands separators
+    ("1,000", "1000", True), ("1000", "1{,}000", True), ("1,000,000", "1000000", True), ("3,890", "3890", True),
+    ("1,000", "100", False), ("1000", "1\\,000", True),
+    # units in \text{}
+    ("5\\text{ cm}", "5", True), ("5", "5 \\text{ cm}", True), ("12\\text{ inches}", "12", True), ("\\$18.90", "18.90", True),
+    ("18.90", "18.9", True), ("5\\text{ cm}", "6\\text{ cm}", False), ("\\text{Monday}", "Monday", True),
+    ("\\text{Monday}", "Tuesday", False), ("\\text{(C)}", "(C)", True), ("\\text{even}", "\\textbf{even}", True),
+    ("\\text{odd}", "\\text{even}", False),
+    # intervals vs sets vs tuples
+    ("(1,2)", "(1,2)", True), ("(1,2)", "\\{1,2\\}", False), ("\\{1,2\\}", "(1,2)", False), ("(1,2)", "[1,2]", False),
+    ("[1,2)", "[1,2)", True), ("[1,2)", "[1,2]", False), ("(1,2)", "(2,1)", False), ("\\{1,2\\}", "\\{2,1\\}", True),
+    ("1,2", "\\{1,2\\}", True), ("1,2", "2,1", True), ("(-\\infty,3)", "(-\\infty, 3)", True),
+    ("(-\\infty,3)", "(-\\infty,3]", False), ("(3,\\frac{\\pi}{2})", "\\left( 3, \\frac{\\pi}{2} \\right)", True),
+    ("(3,\\frac{\\pi}{2})", "(3,\\frac{\\pi}{3})", False), ("[-2,7]", "[-2, 7]", True),
+    ("(-\\infty,-1)\\cup(1,\\infty)", "(-\\infty,-1)\\cup(1,\\infty)", True),
+    ("(-\\infty,-1)\\cup(1,\\infty)", "(1,\\infty)\\cup(-\\infty,-1)", True),
+    ("(0.5,1)", "(\\frac12,1)", True), ("(0.333,1)", "(\\frac13,1)", False),
+    # matrices and vectors
+    ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", True),
+    ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix}2\\\\1\\end{pmatrix}", False),
+    ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\begin{bmatrix}1&2\\\\3&4\\end{bmatrix}", True),
+    ("\\begin{pmatrix}\\frac12\\\\0\\end{pmatrix}", "\\begin{pmatrix}0.5\\\\0\\end{pmatrix}", True),
+    ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "(1,2)", False),
+    # square roots
+    ("\\sqrt{2}/2", "\\frac{\\sqrt2}{2}", True), ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}", True),
+    ("\\sqrt{2}", "1.414214", False), ("2\\sqrt{3}", "\\sqrt{12}", True), ("\\sqrt{3}", "\\sqrt{2}", False),
+    ("2", "\\sqrt{4}", True), ("\\frac{\\sqrt{3}}{2}", "\\frac{1}{2}\\sqrt3", True), ("3\\sqrt{2}", "\\sqrt{18}", True),
+    ("\\sqrt[3]{2}", "2^{1/3}", True), ("\\sqrt{2}+1", "1+\\sqrt{2}", True), ("\\sqrt{2}-1", "1-\\sqrt{2}", False),
+    # pi and other constants
+    ("2\\pi", "2 \\pi", True), ("\\pi", "3.14", False), ("\\frac{\\pi}{4}", "\\frac14\\pi", True), ("4\\pi", "\\pi", False),
+    # commutativity and symbolic forms
+    ("x+1", "1+x", True), ("a+b", "b+a", True), ("2x+3", "3+2x", True), ("(x+1)^2", "x^2+2x+1", True),
+    ("x^2-1", "(x-1)(x+1)", True), ("x+1", "x+2", False), ("x=5", "5", True), ("y=2x+3", "2x+3", True),
+    ("y=2x+3", "y=3+2x", True), ("xy", "yx", True), ("\\frac{x}{2}", "0.5x", True), ("2x", "x", False),
+    # complex numbers
+    ("1+2i", "2i+1", True), ("1+2i", "1-2i", False), ("i", "i", True),
+    # non-answers
+    ("5", "", False), ("5", "   ", False), ("5", "\\text{}", False), ("\\frac{1}{2}", "frac", False),
+    ("5", "no solution", False), ("1,2", "1", False),
+]
+
+
+def test_table_size() -> None:
+    assert len(TABLE) >= 100
+
+
+@pytest.mark.parametrize(("gold", "pred", "expected"), TABLE)
+def test_table(gold: str, pred: str, expected: bool) -> None:
+    assert verify(gold, pred) is expected
+    # boxed in a response, graded end to end
+    r = grade(f"Thus the answer is $\\boxed{{{pred}}}$.", gold)
+    if pred.strip() and pred.strip() != "\\text{}":
+        assert r.correct is expected, r
+
+
+def test_extract_boxed_and_fallbacks() -> None:
+    assert extract("a \\boxed{1} then \\boxed{\\frac{1}{2}}") == "\\frac{1}{2}"
+    assert extract("\\fbox{7}") == "7"
+    assert extract("The final answer is $\\frac{3}{4}$.\nDone") == "\\frac{3}{4}"
+    assert extract("work\n#### 3,890") == "3,890"
+    assert extract("no answer here") is None
+    assert extract("Answer: 12") is None  # not a default fallback
+    assert extract("Answer: 12", ExtractConfig(fallbacks=("answer_colon",))) == "12"
+    assert extract("The final answer is 5", ExtractConfig(fallbacks=())) is None
+    assert extract("we get 3 and then 4.", ExtractConfig(fallbacks=("last_number",))) == "4"
+    assert extract("truncated \\boxed{\\frac{1}{") is None
+    assert extract("first \\boxed{2} then truncated \\boxed{3") == "2"
+
+
+def test_grade_result_shape() -> None:
+    r = grade("so \\boxed{\\dfrac12}", "0.5")
+    assert r == GradeResult(answer="\\dfrac12", outcome_key="1/2", correct=True, status="ok")
+    with pytest.raises(AttributeError):
+        r.correct = False  # type: ignore[misc]
+    assert grade("I give up", "5") == GradeResult(None, NO_ANSWER_KEY, False, "no_answer")
+    assert grade("\\boxed{}", "5").status == "no_answer"
+    assert grade("The final answer is 7.", "7").correct
+
+
+def test_grade_never_raises() -> None:
+    for bad in (None, 5, b"bytes", object()):
+        r = grade(bad, "5")  # type: ignore[arg-type]
+        assert isinstance(r, GradeResult) and not r.correct
+    assert grade("\\boxed{5}", None).status == "error"  # type: ignore[arg-type]
+    assert verify(None, "5") is False  # type: ignore[arg-type]
+    assert outcome_key(12) == ERROR_KEY  # type: ignore[arg-type]
+
+
+def test_keys_one_per_class() -> None:
+    assert len({outcome_key(a) for a in ("1/2", "0.5", "\\frac{1}{2}", "\\dfrac12", "\\frac{2}{4}", ".5")}) == 1
+    assert outcome_key("x+1") == outcome_key("1+x")
+    assert outcome_key("1,000") == outcome_key("1000") == "1000"
+    assert outcome_key("\\{1,2\\}") != outcome_key("(1,2)")
+    assert outcome_key("\\frac{1}{2^{98}}") != outcome_key("\\frac{1}{2^{99}}")
+    assert outcome_key(None) == NO_ANSWER_KEY and outcome_key("  ") == NO_ANSWER_KEY
+    assert len({NO_ANSWER_KEY, TIMEOUT_KEY, ERROR_KEY}) == 3 and SENTINEL_KEYS == {NO_ANSWER_KEY, TIMEOUT_KEY, ERROR_KEY}
+    assert outcome_key("5") != outcome_key("6")
+
+
+def test_math_verify_known_mistakes_are_fixed() -> None:
+    assert not verify("(1,2)", "\\{1,2\\}")
+    assert not verify("\\frac{1}{2^{99}}", "\\frac{1}{2^{98}}")
+    # the same, past the fast path: exact closed forms compared at 50 digits in the worker
+    assert not verify("\\frac{\\sqrt{2}}{2^{99}}", "\\frac{\\sqrt{2}}{2^{98}}")
+    assert verify("\\frac{\\sqrt{2}}{2^{99}}", "\\sqrt{2}\\cdot 2^{-99}")
+
+
+def test_fast_path_never_calls_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args: object, **kwargs: object) -> None:
+        raise AssertionError("slow path taken")
+
+    G.clear_caches()
+    monkeypatch.setattr(G, "_slow", boom)
+    fast = [("1/2", "0.5"), ("1,000", "1000"), ("\\dfrac{3}{4}", "0.75"), ("x^2+\\sqrt{2}", "x^2 + \\sqrt{2}"),
+            ("30^\\circ", "30"), ("5\\text{ cm}", "5"), ("\\text{Monday}", "monday"), ("7", "8"), ("-3", "\\frac{-6}{2}")]
+    for g, p in fast:
+        verify(g, p)
+        outcome_key(p) if G.exact_number(G.normalize(p)) is not None else None
+        grade(f"\\boxed{{{g}}}", g)  # identical strings: key from a number or the gold's cache
+    for g, p in fast[:2] + fast[6:]:
+        assert grade(f"\\boxed{{{p}}}", g).status == "ok"
+
+
+def test_cache_hits_skip_worker() -> None:
+    G.clear_caches()
+    calls = G._WORKER.calls
+    assert verify("\\sqrt{12}", "2\\sqrt{3}")
+    after_first = G._WORKER.calls
+    assert after_first > calls
+    for _ in range(5):
+        assert verify("\\sqrt{12}", "2\\sqrt{3}")
+        grade("\\boxed{2\\sqrt{3}}", "\\sqrt{12}")
+    assert G._WORKER.calls <= after_first + 1  # at most the key of 2\sqrt{3}
+
+
+def test_thread_safe_and_off_main_thread() -> None:
+    results: list[bool] = []
+
+    def work() -> None:
+        results.append(verify("\\frac{\\sqrt{3}}{3}", "\\frac{1}{\\sqrt{3}}", timeout=30))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [True] * 4
+
+
+def test_math500_golds_verify_themselves(shared_data) -> None:
+    rows = [json.loads(line) for line in (shared_data / "math500" / "test.jsonl").open()]
+    assert len(rows) == 500
+    start = time.monotonic()
+    bad = []
+    for row in rows:
+        gold = row["answer"]
+        key = outcome_key(gold, timeout=10)
+        boxed = grade(f"The answer is $\\boxed{{{gold}}}$.", gold, timeout=10)
+        reformatted = gold.replace("\\frac", "\\dfrac")
+        if not (verify(gold, gold, timeout=10) and verify(gold, reformatted, timeout=10) and boxed.correct) \
+                or key in SENTINEL_KEYS:
+            bad.append((gold, key, boxed))
+    assert not bad, bad[:10]
+    assert time.monotonic() - start < 60

@@ -1,0 +1,682 @@
+"""Answer grading: extract a final answer, check it against gold, and key it.
+
+Every rollout of the RL trainer goes through :func:`grade`, and every place that counts or
+compares answers (historical counts N(x, a), batch repetition, maj@k, distinct answers) uses
+:func:`outcome_key`, so the two must agree: if ``verify(a, b)`` then
+``outcome_key(a) == outcome_key(b)`` (property-tested; exceptions in ``KNOWN_KEY_EXCEPTIONS``).
+
+Pipeline. ``extract`` -> ``normalize`` (cheap string rewrites) -> fast path (equal strings, or
+exact rational numbers compared with ``fractions.Fraction``) -> slow path: Math-Verify 0.9.0
+(LaTeX parser only) in a persistent worker subprocess. The worker is killed and restarted when
+a call exceeds its hard timeout (``DEFAULT_TIMEOUT_S`` = 5 s, per call, wall clock, any thread),
+and it runs under a 4 GiB address-space limit, so no input can hang or exhaust the caller.
+Results are cached in bounded LRUs keyed by normalized strings.
+
+Safety. Model output is untrusted: it is never passed to ``eval``/``exec``/``sympify`` or
+``parse_expr`` (Math-Verify's ``ExprExtractionConfig`` uses ``parse_expr`` and is not used; its
+LaTeX path is an ANTLR parser). Answers longer than ``MAX_ANSWER_CHARS`` are graded "error".
+
+Conventions (decisions, tested in tests/test_grading.py):
+  * degrees are dropped: ``30^\\circ`` == ``30`` (as Math-Verify);
+  * percent signs are dropped: ``50\\%`` == ``50``, but ``50\\%`` != ``0.5``;
+  * decimals are exact: ``0.5`` == ``\\frac12`` but ``0.333`` != ``\\frac13`` and
+    ``1.414214`` != ``\\sqrt2`` (Math-Verify's float rounding is switched off by turning
+    floats into the rationals they denote); no tolerance for Minerva-style physics answers;
+  * thousands separators: ``1,000`` == ``1000`` (only for groups of exactly 3 digits);
+  * trailing ``\\text{...}``/``\\mbox{...}`` units are dropped (``5\\text{ cm}`` == ``5``);
+    a whole-answer ``\\text{Monday}`` is a word, compared case-insensitively;
+  * ``x = 5`` == ``5`` (a single-letter assignment; as Math-Verify);
+  * sets ``\\{1,2\\}`` never equal tuples/intervals ``(1,2)``/``[1,2]``; a bare list ``1, 2`` is
+    a set (order-free), so it never equals ``(1,2)`` either; ``(1,2)`` is one class whether read
+    as a point or an open interval;
+  * exact numbers compare exactly: ``\\frac{1}{2^{98}}`` != ``\\frac{1}{2^{99}}``.
+
+Known Math-Verify 0.9.0 mistakes and what obe does: set-for-tuple ``\\{1,2\\}`` vs ``(1,2)``
+is fixed by a bracket-shape pre-check; ``\\frac{1}{2^{98}}`` vs ``\\frac{1}{2^{99}}`` is fixed
+by the exact fast path and by a 50-digit post-check when both sides are closed-form numbers.
+Performance: the fast path and caches grade thousands of answers per second; a distinct
+non-numeric LaTeX answer costs one Math-Verify (ANTLR) parse, ~10-60 ms, in one worker.
+Not fixed: symbolic identities beyond sympy's simplification (e.g. some trigonometric forms)
+may be judged unequal; all-letter answers of 3+ letters (``abc``) are read as words.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import re
+import select
+import subprocess
+import sys
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TIMEOUT_S = 5.0
+MAX_ANSWER_CHARS = 2000
+CACHE_SIZE = 1 << 16
+NO_ANSWER_KEY = "<no_answer>"
+TIMEOUT_KEY = "<timeout>"
+ERROR_KEY = "<error>"
+SENTINEL_KEYS = frozenset({NO_ANSWER_KEY, TIMEOUT_KEY, ERROR_KEY})
+KNOWN_KEY_EXCEPTIONS: tuple[tuple[str, str], ...] = ()
+"""(a, b) answer pairs where ``verify(a, b)`` holds but the keys differ. Empty: every pair of
+the test tables agrees. Keys of irrational constants use 12 significant digits, so two
+*different* constants that agree to 12 digits would share a key (the converse direction)."""
+
+
+# ----------------------------------------------------------------------------- extraction
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Where to look for the answer when the response has no complete ``\\boxed{}``.
+
+    ``fallbacks`` are tried in order: "final_answer_is" (last "final answer is X", to the end
+    of its line), "hash" (GSM8K ``#### X``), "answer_colon" (last "Answer: X"), "last_number"
+    (last number in the text; lenient, off by default). Default: ("final_answer_is", "hash").
+    """
+
+    fallbacks: tuple[str, ...] = ("final_answer_is", "hash")
+
+
+_FALLBACK_RES = {
+    "final_answer_is": re.compile(r"final answer is:?[ \t]*([^\n]+)", re.IGNORECASE),
+    "hash": re.compile(r"####[ \t]*([^\n]+)"),
+    "answer_colon": re.compile(r"answer:[ \t]*([^\n]+)", re.IGNORECASE),
+    "last_number": re.compile(r"(-?\d[\d,]*(?:\.\d+)?)"),
+}
+
+
+def extract(text: str, config: ExtractConfig = ExtractConfig()) -> str | None:
+    """The final answer in ``text``: the last complete box, else the first fallback that hits."""
+    from obe.latex import last_boxed
+
+    boxed = last_boxed(text)
+    if boxed is not None:
+        return boxed.strip() or None
+    for name in config.fallbacks:
+        last = None
+        for last in _FALLBACK_RES[name].finditer(text):
+            pass
+        if last is not None:
+            ans = last.group(1).strip().rstrip(".").strip().strip("$").strip()
+            if ans:
+                return ans
+    return None
+
+
+# ----------------------------------------------------------------------------- normalize
+_REPLACEMENTS = (
+    ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\dbinom", "\\binom"), ("\\tbinom", "\\binom"),
+    ("\\right.", ""), ("\\left", ""), ("\\right", ""), ("\\displaystyle", ""),
+    ("\\!", ""), ("\\,", ""), ("\\;", ""), ("\\:", ""), ("\\ ", " "), ("~", " "),
+    ("^{\\circ}", ""), ("^\\circ", ""), ("\\circ", ""), ("\\degree", ""), ("°", ""),
+    ("\\%", ""), ("%", ""), ("\\$", ""), ("{,}", ","), ("\\le ", "\\leq "), ("\\ge ", "\\geq "),
+)
+_TEXT_RE = re.compile(r"\\(?:text|textbf|mbox|mathrm|textrm)\{([^{}]*)\}")
+_TRAILING_TEXT_RE = re.compile(r"(?<=\S)\s*\\(?:text|mbox|mathrm|textrm)\{[^{}]*\}\s*$")
+_SPACE_RE = re.compile(r"\s+")
+_DROP_SPACE_RE = re.compile(r"(?<![A-Za-z]) | (?![A-Za-z])")
+_ASSIGN_RE = re.compile(r"^[A-Za-z]=(?!=)")
+_WORD_RE = re.compile(r"[A-Za-z][A-Za-z ]*[A-Za-z]")
+
+
+def normalize(answer: str) -> str:
+    """Cheap, linear-time string canonicalization applied before any comparison or keying."""
+    s = answer.strip()
+    if s.startswith("\\boxed{") and s.endswith("}"):
+        s = s[7:-1]
+    s = s.strip().strip("$").strip()
+    if s.startswith("\\[") and s.endswith("\\]") or s.startswith("\\(") and s.endswith("\\)"):
+        s = s[2:-2]
+    for old, new in _REPLACEMENTS:
+        if old in s:
+            s = s.replace(old, new)
+    if "\\" in s:
+        s = _TRAILING_TEXT_RE.sub("", s)
+        s = _TEXT_RE.sub(r"\1", s)
+    s = _DROP_SPACE_RE.sub("", _SPACE_RE.sub(" ", s).strip())
+    s = s.rstrip(".").strip()
+    if _ASSIGN_RE.match(s):
+        s = s[2:]
+    return s
+
+
+# ----------------------------------------------------------------------------- exact numbers
+_NUM_TOKEN_RE = re.compile(r"\d+(?:\.\d*)?|\.\d+|\\frac|\\cdot|\\times|\\div|[-+*/^(){}]")
+_THOUSANDS_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_MAX_POW_BITS = 4096
+
+
+class _NotNumber(Exception):
+    pass
+
+
+def exact_number(s: str) -> Fraction | None:
+    """``s`` as an exact rational if it is plain arithmetic on numbers, else ``None``.
+
+    Safe recursive descent over + - * / ^, ``\\frac``, ``\\cdot``, ``\\times``, parentheses;
+    powers are bounded (no ``9^9^9^9^9``), so this never hangs. ``1,000`` is a thousand.
+    """
+    if not s or len(s) > 200 or not (s[0].isdigit() or s[0] in "-+.(\\{"):
+        return None
+    if "," in s:
+        if not _THOUSANDS_RE.fullmatch(s):
+            return None
+        s = s.replace(",", "")
+    toks = _NUM_TOKEN_RE.findall(s)
+    if "".join(toks) != s:
+        return None
+    pos = 0
+
+    def peek() -> str | None:
+        return toks[pos] if pos < len(toks) else None
+
+    def take() -> str:
+        nonlocal pos
+        if pos >= len(toks):
+            raise _NotNumber
+        pos += 1
+        return toks[pos - 1]
+
+    def expr() -> Fraction:
+        v = term()
+        while peek() in ("+", "-"):
+            v = v + term() if take() == "+" else v - term()
+        return v
+
+    def term() -> Fraction:
+        v = unary()
+        while peek() in ("*", "/", "\\cdot", "\\times", "\\div"):
+            op = take()
+            w = unary()
+            if op in ("/", "\\div"):
+                if w == 0:
+                    raise _NotNumber
+                v /= w
+            else:
+                v *= w
+        return v
+
+    def unary() -> Fraction:
+        if peek() in ("-", "+"):
+            return -unary() if take() == "-" else unary()
+        return power()
+
+    def power() -> Fraction:
+        base = atom()
+        if peek() != "^":
+            return base
+        take()
+        exp = atom_or_digit()
+        if exp.denominator != 1 or abs(exp) > 10_000:
+            raise _NotNumber
+        if max(abs(base.numerator), base.denominator).bit_length() * abs(exp) > _MAX_POW_BITS:
+            raise _NotNumber
+        if base == 0 and exp < 0:
+            raise _NotNumber
+        return base ** int(exp)
+
+    def atom_or_digit() -> Fraction:
+        t = peek()
+        if t is not None and t[0].isdigit() and t.isdigit() and len(t) > 1:
+            take()  # x^23 in LaTeX means x^2 3; refuse rather than guess
+            raise _NotNumber
+        return atom()
+
+    def atom() -> Fraction:
+        t = take()
+        if t == "(" or t == "{":
+            v = expr()
+            if take() != (")" if t == "(" else "}"):
+                raise _NotNumber
+            return v
+        if t == "\\frac":
+            num, den = frac_arg(), frac_arg()
+            if den == 0:
+                raise _NotNumber
+            return num / den
+        if t[0].isdigit() or t[0] == ".":
+            return Fraction(t)
+        raise _NotNumber
+
+    def frac_arg() -> Fraction:
+        nonlocal pos
+        t = peek()
+        if t == "{":
+            return atom()
+        if t is not None and t.isdigit():  # \frac12: one digit per argument
+            take()
+            if len(t) == 1:
+                return Fraction(t)
+            toks.insert(pos, t[1:])
+            return Fraction(t[0])
+        raise _NotNumber
+
+    try:
+        value = expr()
+    except (_NotNumber, ValueError, ZeroDivisionError, OverflowError, RecursionError):
+        return None
+    return value if pos == len(toks) else None
+
+
+def _fraction_key(v: Fraction) -> str:
+    return str(v)  # "3", "-1/2": the same text sympy prints for Rational
+
+
+# ----------------------------------------------------------------------------- shapes & fast path
+def _shape(s: str) -> str:
+    """Outer shape: "set" (``\\{..\\}`` or a bare list ``1,2``), "matrix", a bracket pair
+    with a comma inside like "()" or "[)" (tuple or interval), or "plain"."""
+    if s.startswith("\\{") and s.endswith("\\}"):
+        return "set"
+    if "\\begin{" in s and "matrix" in s:
+        return "matrix"
+    depth, outer_comma, inner_comma, closes_early = 0, False, False, False
+    for i, ch in enumerate(s):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            closes_early = closes_early or (depth == 0 and i != len(s) - 1)
+        elif ch == ",":
+            outer_comma = outer_comma or depth == 0
+            inner_comma = inner_comma or depth == 1
+    if outer_comma:
+        return "set"
+    if s[:1] in ("(", "[") and s[-1:] in (")", "]") and inner_comma and not closes_early:
+        return s[0] + s[-1]
+    return "plain"
+
+
+def _is_word(s: str) -> bool:
+    return len(s) >= 3 and _WORD_RE.fullmatch(s) is not None and "\\" not in s
+
+
+def _fast_key(s: str) -> str | None:
+    v = exact_number(s)
+    if v is not None:
+        return _fraction_key(v)
+    if _is_word(s):
+        return "text:" + s.lower()
+    return None
+
+
+def _fast_eq(g: str, p: str) -> bool | None:
+    """Verdict without sympy when it is certain, else ``None``."""
+    if g == p:
+        return True
+    gv, pv = exact_number(g), exact_number(p)
+    if gv is not None and pv is not None:
+        return gv == pv
+    if _is_word(g) or _is_word(p):
+        return g.lower() == p.lower()
+    gs, ps = _shape(g), _shape(p)
+    if gs != ps and "plain" not in (gs, ps):
+        return False  # set vs tuple vs interval vs matrix: Math-Verify 0.9.0 accepts some of these
+    if gs != ps and (gv is not None or pv is not None):
+        return False  # a number never equals a set, tuple, interval or matrix
+    return None
+
+
+# ----------------------------------------------------------------------------- caches
+class _LRU:
+    """Small thread-safe bounded LRU mapping."""
+
+    def __init__(self, size: int) -> None:
+        self._d: OrderedDict[Any, Any] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, k: Any) -> Any:
+        with self._lock:
+            v = self._d.get(k)
+            if v is not None:
+                self._d.move_to_end(k)
+            return v
+
+    def put(self, k: Any, v: Any) -> None:
+        with self._lock:
+            self._d[k] = v
+            self._d.move_to_end(k)
+            if len(self._d) > self._size:
+                self._d.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._d.clear()
+
+
+_EQ_CACHE = _LRU(CACHE_SIZE)
+_KEY_CACHE = _LRU(CACHE_SIZE)
+
+
+def clear_caches(worker: bool = False) -> None:
+    """Empty the result caches (benchmarks, tests); ``worker=True`` also restarts the worker,
+    emptying its parse cache (the next slow call waits for its imports, ~1-2 s)."""
+    _EQ_CACHE.clear()
+    _KEY_CACHE.clear()
+    if worker:
+        with _WORKER._lock:
+            _WORKER.stop()
+
+
+# ----------------------------------------------------------------------------- worker (parent side)
+class _Timeout(Exception):
+    pass
+
+
+class _Worker:
+    """A persistent subprocess doing the sympy work; killed and restarted on timeout.
+
+    Calls are serialized with a lock; time spent waiting for the lock counts against the
+    caller's timeout, so every call returns within its timeout (plus process-kill latency).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pid = os.getpid()
+        self._buf = b""
+        self._ready = False
+        self.calls = 0  # requests sent, for tests of the fast path
+
+    def _start(self) -> None:
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
+        pkg_root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = pkg_root + os.pathsep + env.get("PYTHONPATH", "")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", "from obe.grading import _worker_main; _worker_main()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+        )
+        self._buf, self._ready, self._pid = b"", False, os.getpid()
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and self._pid == os.getpid():
+            proc.kill()
+            proc.wait()
+
+    def _readline(self, deadline: float) -> bytes:
+        assert self._proc is not None and self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = deadline - _now()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise _Timeout
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                raise EOFError("grading worker died")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line
+
+    def ensure_started(self, timeout: float) -> bool:
+        deadline = _now() + timeout
+        if not self._lock.acquire(timeout=max(timeout, 0)):
+            return False
+        try:
+            return self._wait_ready(deadline)
+        except (_Timeout, EOFError, OSError):
+            return False
+        finally:
+            self._lock.release()
+
+    def _wait_ready(self, deadline: float) -> bool:
+        if self._proc is None or self._pid != os.getpid() or self._proc.poll() is not None:
+            self._start()
+        if not self._ready:
+            self._readline(deadline)  # the worker prints one line once its imports are done
+            self._ready = True
+        return True
+
+    def request(self, req: dict[str, Any], timeout: float) -> tuple[dict[str, Any] | None, bool]:
+        """(response, cacheable); response is None on timeout. Raises on worker death."""
+        deadline = _now() + timeout
+        if not self._lock.acquire(timeout=max(timeout, 0)):
+            return None, False
+        try:
+            try:
+                self._wait_ready(deadline)
+            except _Timeout:
+                return None, False  # still importing: not the input's fault, do not cache
+            assert self._proc is not None and self._proc.stdin is not None
+            self.calls += 1
+            self._proc.stdin.write(json.dumps(req).encode() + b"\n")
+            self._proc.stdin.flush()
+            try:
+                return json.loads(self._readline(deadline)), True
+            except _Timeout:
+                self.stop()
+                self._start()  # warm up the replacement in the background
+                return None, True
+        except (EOFError, OSError, ValueError):
+            self.stop()
+            raise
+        finally:
+            self._lock.release()
+
+
+_now = time.monotonic
+_WORKER = _Worker()
+atexit.register(_WORKER.stop)
+
+
+def warm_up(timeout: float = 60.0) -> bool:
+    """Start the worker and wait for its imports (~2 s), so the first graded call is not slow."""
+    return _WORKER.ensure_started(timeout)
+
+
+def _slow(req: dict[str, Any], timeout: float) -> tuple[dict[str, Any] | None, bool]:
+    """The sympy path (monkeypatched in tests to prove the fast path is taken)."""
+    return _WORKER.request(req, timeout)
+
+
+# ----------------------------------------------------------------------------- public API
+@dataclass(frozen=True)
+class GradeResult:
+    """Outcome of grading one response. ``status``: "ok", "no_answer", "timeout" or "error"."""
+
+    answer: str | None
+    outcome_key: str
+    correct: bool
+    status: str
+
+
+def _too_long(s: str) -> bool:
+    return len(s) > MAX_ANSWER_CHARS
+
+
+def outcome_key(answer: str | None, *, timeout: float = DEFAULT_TIMEOUT_S) -> str:
+    """One canonical string per equivalence class of answers (sentinels for none/timeout/error)."""
+    if answer is None:
+        return NO_ANSWER_KEY
+    try:
+        s = normalize(answer)
+        if not s:
+            return NO_ANSWER_KEY
+        if _too_long(s):
+            return ERROR_KEY
+        return _key_of(s, timeout)
+    except Exception:
+        return ERROR_KEY
+
+
+def _key_of(s: str, timeout: float) -> str:
+    key = _KEY_CACHE.get(s)
+    if key is None:
+        key = _fast_key(s)
+        if key is None:
+            resp, cacheable = _slow({"op": "key", "a": s}, timeout)
+            if resp is None:
+                key = TIMEOUT_KEY
+            else:
+                key = resp["key"]
+            if not cacheable:
+                return key
+        _KEY_CACHE.put(s, key)
+    return key
+
+
+def _eq_of(g: str, p: str, timeout: float, want_key: bool = False) -> bool | None:
+    """Equivalence of two normalized answers; ``None`` on timeout.
+
+    With ``want_key`` the worker also keys ``p`` in the same round trip (one parse, one call).
+    """
+    eq = _EQ_CACHE.get((g, p))
+    if eq is None:
+        eq = _fast_eq(g, p)
+        if eq is None:
+            want_key = want_key and _KEY_CACHE.get(p) is None and _fast_key(p) is None
+            resp, cacheable = _slow({"op": "eq", "g": g, "p": p, "key": want_key}, timeout)
+            if resp is None:
+                if cacheable:
+                    _EQ_CACHE.put((g, p), "timeout")
+                return None
+            eq = bool(resp["eq"])
+            if "key" in resp and "error" not in resp and cacheable:
+                _KEY_CACHE.put(p, resp["key"])
+        _EQ_CACHE.put((g, p), eq)
+    return None if eq == "timeout" else eq
+
+
+def verify(gold: str, pred: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
+    """Whether answer ``pred`` is equivalent to ``gold``; False on timeout or error, never raises.
+
+    ``timeout`` (seconds) is a hard wall-clock bound for the call, from any thread.
+    """
+    try:
+        g, p = normalize(gold), normalize(pred)
+        if not g or not p or _too_long(g) or _too_long(p):
+            return False
+        return bool(_eq_of(g, p, timeout))
+    except Exception:
+        return False
+
+
+def grade(
+    response: str, gold: str, *, config: ExtractConfig = ExtractConfig(),
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> GradeResult:
+    """Extract, verify and key one response. Never raises; at most ~2 x ``timeout`` seconds."""
+    answer = None
+    try:
+        answer = extract(response, config)
+        p = normalize(answer) if answer is not None else ""
+        if not p:
+            return GradeResult(answer, NO_ANSWER_KEY, False, "no_answer")
+        g = normalize(gold)
+        if _too_long(p) or _too_long(g):
+            return GradeResult(answer, ERROR_KEY, False, "error")
+        eq = _eq_of(g, p, timeout, want_key=True)
+        if eq is None:
+            return GradeResult(answer, TIMEOUT_KEY, False, "timeout")
+        key = _key_of(g if eq else p, timeout)  # correct answers share the gold's key
+        status = "timeout" if key == TIMEOUT_KEY else "ok"
+        return GradeResult(answer, key, eq and status == "ok", status)
+    except Exception:
+        return GradeResult(answer, ERROR_KEY, False, "error")
+
+
+# ----------------------------------------------------------------------------- worker (child side)
+def _worker_main() -> None:  # pragma: no cover - runs in the subprocess
+    """Serve JSON-line requests on stdin: {"op": "eq", "g", "p"} or {"op": "key", "a"}."""
+    import logging
+    import resource
+
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+    except (ValueError, OSError):
+        pass
+    logging.disable(logging.CRITICAL)
+    from functools import lru_cache
+
+    import sympy
+    from math_verify import LatexExtractionConfig, parse
+    from math_verify import verify as mv_verify
+
+    latex_only = [LatexExtractionConfig(boxed_match_priority=0)]
+
+    def exactify(e: Any) -> Any:
+        """Floats become the rationals they denote: decimals are exact in obe."""
+        if isinstance(e, (sympy.Basic, sympy.MatrixBase)):
+            floats = e.atoms(sympy.Float)
+            if floats:
+                e = e.xreplace({f: sympy.Rational(str(f)) for f in floats})
+        return e
+
+    @lru_cache(maxsize=8192)
+    def parsed(s: str) -> Any:
+        for item in parse("\\boxed{" + s + "}", extraction_config=latex_only, parsing_timeout=None):
+            if not isinstance(item, str):
+                return exactify(item)
+        return None
+
+    def closed_number(e: Any) -> bool:
+        return isinstance(e, sympy.Expr) and not e.free_symbols and e.is_number
+
+    def num_equal(a: Any, b: Any) -> bool:
+        d, m = sympy.N(a - b, 50), max(abs(sympy.N(a, 50)), abs(sympy.N(b, 50)))
+        return bool(d == 0 or abs(d) <= m * sympy.Rational(1, 10**40))
+
+    def canon(e: Any) -> str:
+        if isinstance(e, sympy.MatrixBase):
+            return "M[" + ";".join(",".join(canon(x) for x in e.row(i)) for i in range(e.rows)) + "]"
+        if isinstance(e, sympy.FiniteSet):
+            return "{" + ",".join(sorted({canon(x) for x in e.args})) + "}"
+        if isinstance(e, sympy.Tuple):
+            return "(" + ",".join(canon(x) for x in e.args) + ")"
+        if isinstance(e, sympy.Interval):
+            lo, hi = "(" if e.left_open else "[", ")" if e.right_open else "]"
+            return lo + canon(e.start) + "," + canon(e.end) + hi
+        if isinstance(e, sympy.Union):
+            return "U(" + ",".join(sorted(canon(x) for x in e.args)) + ")"
+        if isinstance(e, sympy.Eq) and isinstance(e.lhs, sympy.Symbol):
+            return canon(e.rhs)  # assignment x = 5 keys as 5, as Math-Verify compares it
+        if isinstance(e, sympy.Expr):
+            if closed_number(e):
+                v = e.doit()
+                if v.is_Rational:
+                    return str(v)
+                n = sympy.N(v, 30)
+                re_, im_ = (float(x) for x in n.as_real_imag())
+                return "~" + format(re_, ".12g") + ("" if im_ == 0 else format(im_, "+.12g") + "i")
+            return str(sympy.cancel(sympy.expand(e)))
+        return "sym:" + str(e)
+
+    def key(s: str) -> str:
+        e = parsed(s)
+        return "text:" + s if e is None else canon(e)
+
+    def eq(g: str, p: str) -> bool:
+        ge, pe = parsed(g), parsed(p)
+        if ge is None or pe is None:
+            return False
+        if not mv_verify(ge, pe, timeout_seconds=None):
+            return False
+        if closed_number(ge) and closed_number(pe):
+            return num_equal(ge, pe)  # Math-Verify rounds; exact numbers must match exactly
+        return True
+
+    out = sys.stdout.buffer
+    out.write(b"ready\n")
+    out.flush()
+    for line in sys.stdin.buffer:
+        try:
+            req = json.loads(line)
+            if req["op"] == "eq":
+                resp: dict[str, Any] = {"eq": eq(req["g"], req["p"])}
+                if req.get("key"):
+                    resp["key"] = key(req["p"])
+            else:
+                resp = {"key": key(req["a"])}
+        except BaseException as exc:  # noqa: BLE001 - MemoryError, RecursionError, sympy bugs
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            resp = {"eq": False, "key": ERROR_KEY, "error": type(exc).__name__}
+        out.write(json.dumps(resp).encode() + b"\n")
+        out.flush()
