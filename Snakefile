@@ -21,8 +21,10 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/base_model.smk"
 include: "rules/sampling.smk"
+include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/bandits.smk"
+include: "rules/analysis.smk"
 
 
 rule all:

@@ -18,6 +18,8 @@ shell.prefix(
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
+    method="|".join(config["methods"]),
+    seed=r"\d+",
     run=r"base|[a-z_]+__s\d+",
     step=r"\d+",
 
@@ -93,12 +95,72 @@ def sampling_args():
     return " ".join(shlex.quote(str(a)) for a in args)
 
 
+def final_step():
+    return config["train"]["steps"]
+
+
+def eval_steps():
+    """Training steps whose snapshots are evaluated: the configured ones and the final one."""
+    return sorted({s for s in config["evaluation"]["steps"] if s < final_step()} | {final_step()})
+
+
+def train_args(method, seed):
+    """obe.train flags: the shared training settings, then this method's exploration settings."""
+    t, s, bm = config["train"], config["sampling"], config["base_model"]
+    flags = {
+        "method": method,
+        "seed": seed,
+        "steps": t["steps"],
+        "batch-questions": t["batch_questions"],
+        "n": t["n"],
+        "lr": t["lr"],
+        "warmup-steps": t["warmup_steps"],
+        "lr-schedule": t["lr_schedule"],
+        "grad-clip": t["grad_clip"],
+        "eps-low": t["eps_low"],
+        "eps-high": t["eps_high"],
+        "beta": t["beta"],
+        "agg": t["agg"],
+        "scale": t["scale"],
+        "std": t["std"],
+        "adv-eps": t["adv_eps"],
+        "mu": t["mu"],
+        "checkpoint-every": t["checkpoint_every"],
+        "save-steps": ",".join(str(x) for x in eval_steps()),
+        "max-new-tokens": s["max_new_tokens"],
+        "temperature": s["temperature"],
+        "top-p": s["top_p"],
+        "prompt-template": bm["prompt_template"],
+    }
+    settings = config["methods"][method]
+    args = [f"--{k}={v}" for k, v in flags.items()]
+    for key in ("coef", "b0"):
+        if key in settings:
+            args.append(f"--{key}={settings[key]}")
+    for key in ("leave_one_out", "count_before_update", "gate_solved", "mask_answer_tokens", "bonus_in_reward"):
+        if key in settings:
+            args.append(f"--{'' if settings[key] else 'no-'}{key.replace('_', '-')}")
+    return " ".join(shlex.quote(a) for a in args)
+
+
 def trained_runs():
     return [f"{m}__s{s}" for m in config["train"]["methods"] for s in config["train"]["seeds"]]
 
 
+def eval_triples():
+    """(run, step, dataset) of every evaluation: the base model at step 0, each run at each step."""
+    triples = [(BASE, 0, d) for d in TEST_SETS]
+    triples += [(run, step, d) for run in trained_runs() for step in eval_steps() for d in TEST_SETS]
+    return triples
+
+
+def analysis_eval_inputs():
+    return [f"{R}/eval/{run}/step{step}/{d}/summary.json" for run, step, d in eval_triples()]
+
+
+def analysis_eval_args():
+    return " ".join(f"--eval {run}:{step}:{d}={R}/eval/{run}/step{step}/{d}" for run, step, d in eval_triples())
+
+
 def all_outputs():
-    outs = [f"{R}/eval/{BASE}/step0/{d}/summary.json" for d in TEST_SETS]
-    outs.append(f"{R}/graded/{BASE}/step0/train.jsonl")
-    outs.append(f"{R}/bandits/summary.json")
-    return outs
+    return [f"{R}/report.html"]

@@ -1,0 +1,31 @@
+rule train:
+    """RL training of one method and seed. The trainer's folder holds resumable checkpoints
+    that Snakemake does not manage (it only owns done.json), so a killed or preempted job
+    resumes where it stopped when the rule runs again."""
+    input:
+        base_model_input(),
+        data=f"{R}/data/train.jsonl",
+    output:
+        f"{R}/train/{{method}}__s{{seed}}/done.json",
+    params:
+        model=lambda wildcards: base_model_dir(),
+        out_dir=lambda wildcards, output: os.path.dirname(output[0]),
+        args=lambda wildcards: train_args(wildcards.method, int(wildcards.seed)),
+        wandb_dir=f"{R}/wandb",
+        experiment=config["experiment"],
+    threads: config["threads"]
+    resources:
+        gpu=config["gpus_per_job"],
+        mem_mb=8000,
+        runtime=600,
+    log:
+        f"{R}/logs/train/{{method}}__s{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/train/{{method}}__s{{seed}}.tsv"
+    conda:
+        "../envs/gpu.yaml" if config["gpus_per_job"] else "../envs/cpu.yaml"
+    shell:
+        "python -m obe.train --model {params.model} --train-data {input.data} --out {params.out_dir}"
+        " {params.args} --threads {threads} --experiment {params.experiment}"
+        " --wandb-dir {params.wandb_dir} --on-config-change restart > {log} 2>&1"
+        " && python -m obe.train --write-done {params.out_dir} > {output}"
