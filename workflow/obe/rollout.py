@@ -1,0 +1,229 @@
+"""Rollouts for the RL trainer: B prompts x n samples with one ``model.generate`` call.
+
+:func:`generate_rollouts` returns token tensors ready for the update (left-padded prompts,
+right-padded completions, a completion mask that stops after the first EOS, EOS included),
+the decoded texts for grading, and per-sample lengths / truncation flags. Generation runs
+under ``torch.inference_mode`` inside a forked RNG seeded with the caller's seed (the
+trainer passes ``derive_seed(seed, "rollout", step)``), so a resumed run regenerates the
+same rollouts and the caller's global RNG is untouched.
+
+:func:`answer_token_mask` marks, per completion, the tokens of the final ``\\boxed{...}``
+(the span :func:`obe.grading.extract` reads), for masking the exploration term off the
+answer tokens (:func:`obe.bonuses.token_advantages`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from obe.models import render_template
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BRACE_RE = re.compile(r"\\[{}]|[{}]")
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """Sampling options of the trainer's rollouts.
+
+    n: samples per question; temperature > 0 (pure sampling, top-k off); top_p in (0, 1];
+    max_new_tokens: completion budget (a sample that hits it is "truncated");
+    prompt_template: text with ``{problem}`` (replaced literally, as :mod:`obe.models`).
+    """
+
+    n: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    prompt_template: str = "{problem}\n"
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0 for RL rollouts, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if "{problem}" not in self.prompt_template:
+            raise ValueError(f"prompt_template must contain '{{problem}}': {self.prompt_template!r}")
+
+
+@dataclass
+class Rollouts:
+    """One step's samples, question-major: row ``b * n + i`` is sample i of question b.
+
+    prompt_ids/prompt_mask ``[S, P]`` (left-padded), completion_ids/completion_mask ``[S, T]``
+    (mask 1 up to and including the first EOS), texts (decoded, no special tokens),
+    num_tokens ``[S]`` (mask sums), truncated ``[S]`` (no EOS within max_new_tokens).
+    """
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    texts: list[str]
+    num_tokens: torch.Tensor
+    truncated: torch.Tensor
+
+
+def eos_ids(model, tokenizer) -> list[int]:
+    """EOS ids from the model's generation config and the tokenizer (deduplicated)."""
+    ids: list[int] = []
+    gen = getattr(model, "generation_config", None)
+    for src in (getattr(gen, "eos_token_id", None), tokenizer.eos_token_id):
+        if src is None:
+            continue
+        for i in [src] if isinstance(src, int) else list(src):
+            if int(i) not in ids:
+                ids.append(int(i))
+    if not ids:
+        raise ValueError("no EOS token id in the model's generation config or the tokenizer")
+    return ids
+
+
+def encode_prompts(tokenizer, problems: Sequence[str], template: str) -> list[list[int]]:
+    """Token ids of each rendered prompt (tokenizer's special tokens, e.g. BOS, added)."""
+    texts = [render_template(template, p) for p in problems]
+    return [list(x) for x in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s):] = 1
+    return ids, mask
+
+
+def completion_mask(completion_ids: torch.Tensor, eos: Sequence[int]) -> torch.Tensor:
+    """``[S, T]`` long: 1 up to and including the first EOS of each row (all 1 without EOS)."""
+    is_eos = torch.isin(completion_ids, torch.tensor(list(eos), dtype=completion_ids.dtype))
+    # number of EOS strictly before position t == 0  <=>  t <= first EOS
+    before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()
+    return (before == 0).long()
+
+
+def generate_rollouts(model, tokenizer, prompt_ids: Sequence[Sequence[int]], cfg: RolloutConfig, seed: int) -> Rollouts:
+    """``cfg.n`` samples for each prompt in one ``generate`` call, seeded by ``seed``."""
+    from transformers import GenerationConfig
+
+    eos = eos_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    rows = [p for p in prompt_ids for _ in range(cfg.n)]
+    ids, mask = left_pad(rows, pad)
+    gen_cfg = GenerationConfig(
+        do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
+        max_new_tokens=cfg.max_new_tokens, eos_token_id=eos, pad_token_id=pad, num_beams=1, use_cache=True,
+    )
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    saved = model.generation_config
+    model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=pad)  # ignore checkpoint defaults
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.inference_mode():
+            torch.manual_seed(seed)
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=gen_cfg)
+    finally:
+        model.generation_config = saved
+        model.train(was_training)
+    comp = out[:, ids.shape[1]:].cpu().clone()  # clone outside inference mode: a normal tensor
+    if comp.shape[1] == 0:  # cannot happen with max_new_tokens >= 1, but keep shapes sane
+        comp = torch.full((len(rows), 1), pad, dtype=torch.long)
+    cmask = completion_mask(comp, eos)
+    comp = comp.masked_fill(cmask == 0, pad)
+    n_tok = cmask.sum(dim=1)
+    has_eos = torch.isin(comp, torch.tensor(eos)).logical_and(cmask.bool()).any(dim=1)
+    texts = tokenizer.batch_decode(comp.masked_fill(cmask == 0, pad).tolist(), skip_special_tokens=True)
+    return Rollouts(ids, mask, comp, cmask, texts, n_tok, ~has_eos)
+
+
+# -- final-answer token span ---------------------------------------------------------
+
+
+def last_boxed_span(text: str) -> Optional[tuple[int, int]]:
+    """``[start, end)`` of the whole last complete ``\\boxed{...}`` (or ``\\fbox``) in ``text``.
+
+    Same rule as :func:`obe.latex.last_boxed` (escaped braces ignored; the last box whose
+    brace closes wins), but returns the character span of the box including ``\\boxed{``
+    and the closing brace; ``None`` without a complete box.
+    """
+    starts = {m.end() - 1: m.start() for m in _BOX_RE.finditer(text)}
+    if not starts:
+        return None
+    stack: list[int] = []
+    best: Optional[tuple[int, int]] = None
+    for m in _BRACE_RE.finditer(text):
+        tok = m.group()
+        if len(tok) == 2:
+            continue
+        if tok == "{":
+            stack.append(m.start())
+        elif stack:
+            open_pos = stack.pop()
+            box_start = starts.get(open_pos)
+            if box_start is not None and (best is None or box_start > best[0]):
+                best = (box_start, m.start() + 1)
+    return best
+
+
+def _pieces(tokenizer, ids: Sequence[int]) -> list[str]:
+    """Per-token decoded strings, cached on the tokenizer (one decode per vocabulary id)."""
+    cache = tokenizer.__dict__.setdefault("_obe_pieces", {})
+    missing = sorted({i for i in ids if i not in cache})
+    if missing:
+        for i, p in zip(missing, tokenizer.batch_decode([[i] for i in missing], skip_special_tokens=True)):
+            cache[i] = p
+    return [cache[i] for i in ids]
+
+
+def token_char_offsets(tokenizer, ids: Sequence[int], text: str) -> list[tuple[int, int]]:
+    """Character range ``[start, end)`` of each token of a completion inside its decoded ``text``.
+
+    Fast path: the per-token decodes concatenate to ``text`` (character-level and byte-level
+    BPE vocabularies). Otherwise (SentencePiece leading spaces, byte pieces, decoder
+    clean-ups): the end of token t is ``len(decode(ids[:t+1]))``, clamped to be monotone.
+    Special tokens decode to "" (zero width).
+    """
+    ids = list(ids)
+    pieces = _pieces(tokenizer, ids)
+    ends: list[int] = []
+    if "".join(pieces) == text:
+        pos = 0
+        for p in pieces:
+            pos += len(p)
+            ends.append(pos)
+    else:
+        prev = 0
+        for t in range(len(ids)):
+            prev = max(prev, min(len(tokenizer.decode(ids[: t + 1], skip_special_tokens=True)), len(text)))
+            ends.append(prev)
+    return list(zip([0] + ends[:-1], ends))
+
+
+def answer_token_mask(tokenizer, completion_ids: torch.Tensor, cmask: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+    """``[S, T]`` float: 1 on the tokens that overlap the last complete ``\\boxed{...}``
+    (the whole box: ``\\boxed{``, the answer and the closing brace).
+
+    Rows without a complete box are all zeros; padding is always 0.
+    """
+    out = torch.zeros(completion_ids.shape, dtype=torch.float32)
+    for s, text in enumerate(texts):
+        span = last_boxed_span(text)
+        if span is None:
+            continue
+        L = int(cmask[s].sum())
+        off = torch.tensor(token_char_offsets(tokenizer, completion_ids[s, :L].tolist(), text), dtype=torch.long)
+        if len(off):
+            out[s, :L] = ((off[:, 0] < span[1]) & (off[:, 1] > span[0])).float()
+    return out
