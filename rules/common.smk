@@ -2,6 +2,7 @@
 # only ever receives them as arguments.
 import os
 import shlex
+import sys
 
 R = f"{config['results_dir']}/{config['experiment']}"
 TEST_SETS = list(config["data"]["test"])
@@ -10,7 +11,12 @@ BASE = "base"  # run name of the untrained base model (evaluated as step 0)
 
 # Jobs find the package without installing it (cluster conda envs) and share cores politely.
 PACKAGE_DIR = shlex.quote(str(Path(workflow.basedir) / "workflow"))
+# Without conda envs, jobs use the Python that runs Snakemake (e.g. .venv/bin/snakemake
+# works without activating the venv); with --sdm conda, the rule's env provides python.
+USES_CONDA = any(m.name == "CONDA" for m in workflow.deployment_settings.deployment_method)
+PYTHON_BIN = "" if USES_CONDA else shlex.quote(os.path.dirname(sys.executable)) + ":"
 shell.prefix(
+    f"export PATH={PYTHON_BIN}$PATH; "
     f"export PYTHONPATH={PACKAGE_DIR}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
     "export OMP_WAIT_POLICY=PASSIVE; set -euo pipefail; "
 )
