@@ -23,6 +23,9 @@ rule analysis:
         out_dir=lambda wildcards, output: os.path.dirname(output.json),
         wandb_dir=f"{R}/wandb",
         experiment=config["experiment"],
+    resources:
+        mem_mb=4000,
+        runtime=30,
     log:
         f"{R}/logs/analysis.log",
     benchmark:
@@ -45,6 +48,9 @@ rule report:
     params:
         analysis_dir=lambda wildcards, input: os.path.dirname(input.analysis),
         bandits_dir=lambda wildcards, input: os.path.dirname(input.bandits),
+    resources:
+        mem_mb=2000,
+        runtime=15,
     log:
         f"{R}/logs/report.log",
     benchmark:

@@ -15,6 +15,9 @@ rule bandits:
         summary=f"{R}/bandits/summary.json",
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.summary),
+    resources:
+        mem_mb=2000,
+        runtime=15,
     log:
         f"{R}/logs/bandits.log",
     benchmark:

@@ -149,6 +149,11 @@ def train_args(method, seed):
     return " ".join(shlex.quote(a) for a in args)
 
 
+def device_args():
+    """Sampling and training run on the GPU their job asked for, else on the CPU."""
+    return "--device cuda" if config["gpus_per_job"] else "--device cpu"
+
+
 def trained_runs():
     return [f"{m}__s{s}" for m in config["train"]["methods"] for s in config["train"]["seeds"]]
 

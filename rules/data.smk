@@ -5,6 +5,9 @@ rule prepare_data:
         manifest=f"{R}/data/{{dataset}}.manifest.json",
     params:
         args=lambda wildcards: dataset_args(wildcards.dataset),
+    resources:
+        mem_mb=2000,
+        runtime=30,
     log:
         f"{R}/logs/prepare_data/{{dataset}}.log",
     benchmark:

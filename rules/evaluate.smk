@@ -5,6 +5,9 @@ rule evaluate:
     output:
         questions=f"{R}/eval/{{run}}/step{{step}}/{{dataset}}/per_question.jsonl",
         summary=f"{R}/eval/{{run}}/step{{step}}/{{dataset}}/summary.json",
+    resources:
+        mem_mb=2000,
+        runtime=15,
     log:
         f"{R}/logs/evaluate/{{run}}/step{{step}}/{{dataset}}.log",
     benchmark:

@@ -15,6 +15,7 @@ rule sample:
         seed=config["evaluation"]["seed"],
         sampling=lambda wildcards: sampling_args(),
         prompt=lambda wildcards: prompt_args(),
+        device=device_args(),
     threads: config["threads"]
     resources:
         gpu=config["gpus_per_job"],
@@ -28,7 +29,7 @@ rule sample:
         "../envs/gpu.yaml" if config["gpus_per_job"] else "../envs/cpu.yaml"
     shell:
         "python -m obe.sampling --model {params.model} --data {input.data} --n {params.n}"
-        " --seed {params.seed} {params.sampling} {params.prompt} --threads {threads} --no-progress"
+        " --seed {params.seed} {params.sampling} {params.prompt} {params.device} --threads {threads} --no-progress"
         " --out {output}.part > {log} 2>&1"
         " && mv {output}.part.meta.json {output}.meta.json && mv {output}.part {output}"
 
@@ -40,6 +41,9 @@ rule grade:
         data=f"{R}/data/{{dataset}}.jsonl",
     output:
         f"{R}/graded/{{run}}/step{{step}}/{{dataset}}.jsonl",
+    resources:
+        mem_mb=2000,
+        runtime=30,
     log:
         f"{R}/logs/grade/{{run}}/step{{step}}/{{dataset}}.log",
     benchmark:

@@ -13,6 +13,7 @@ rule train:
         args=lambda wildcards: train_args(wildcards.method, int(wildcards.seed)),
         wandb_dir=f"{R}/wandb",
         experiment=config["experiment"],
+        device=device_args(),
     threads: config["threads"]
     resources:
         gpu=config["gpus_per_job"],
@@ -26,6 +27,6 @@ rule train:
         "../envs/gpu.yaml" if config["gpus_per_job"] else "../envs/cpu.yaml"
     shell:
         "python -m obe.train --model {params.model} --train-data {input.data} --out {params.out_dir}"
-        " {params.args} --threads {threads} --experiment {params.experiment}"
+        " {params.args} {params.device} --threads {threads} --experiment {params.experiment}"
         " --wandb-dir {params.wandb_dir} --on-config-change restart > {log} 2>&1"
         " && python -m obe.train --write-done {params.out_dir} > {output}"

@@ -61,6 +61,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import numpy as np
 import torch
 
 from obe import checkpoint as ckpt
@@ -404,8 +405,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         ckpt.truncate_file(metrics_path, 0)
         ckpt.truncate_file(rollouts_path, 0)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    if last is None:
+    if last is None:  # every RNG the checkpoint saves is seeded, so identical runs save identical states
         random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
     explore, adv_cfg, loss_cfg, roll_cfg = cfg.exploration(), cfg.advantage(), cfg.loss(), cfg.rollout()
     prompt_ids = encode_prompts(tokenizer, [r.problem for r in records], cfg.prompt_template)
