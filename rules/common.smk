@@ -150,8 +150,9 @@ def train_args(method, seed):
 
 
 def device_args():
-    """Sampling and training run on the GPU their job asked for, else on the CPU."""
-    return "--device cuda" if config["gpus_per_job"] else "--device cpu"
+    """The torch device of sampling and training (config `device`; the GPU is allocated by
+    `gpus_per_job`, kept separate so a GPU-less test cluster can still exercise GPU requests)."""
+    return f"--device {config['device']}"
 
 
 def trained_runs():
