@@ -2,8 +2,10 @@
 
 (a) MATH-500 gold answers against themselves re-formatted (boxed, spaces, \\dfrac, ...);
 (b) a realistic mix of model-like outputs: correct and incorrect, numbers and LaTeX, some with no
-answer, some truncated. Cold = empty caches and a fresh worker (its imports excluded, as
-``warm_up`` does them at trainer start); warm = the same inputs again.
+answer, some truncated. Cold = empty caches and fresh workers (their imports excluded, as
+``warm_up`` does them at trainer start); warm = the same inputs again. "grade" calls
+``grade`` once per response; "batch" calls ``grade_many`` on chunks of ``--batch`` responses
+(as the grading stage and the trainer do), which spreads worker calls over the worker pool.
 
 Run: .venv/bin/python bench/grading.py [--repeats 3]
 Reads MATH-500 from $OBE_SHARED_DATA or ../shared/data relative to the repo.
@@ -83,10 +85,19 @@ def rate(items: list[tuple[str, str]]) -> float:
     return len(items) / (time.perf_counter() - start)
 
 
+def rate_batch(items: list[tuple[str, str]], batch: int) -> float:
+    start = time.perf_counter()
+    for i in range(0, len(items), batch):
+        chunk = items[i : i + batch]
+        G.grade_many([r for r, _ in chunk], [g for _, g in chunk])
+    return len(items) / (time.perf_counter() - start)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--per-problem", type=int, default=8, help="mix: responses per MATH-500 problem")
+    ap.add_argument("--batch", type=int, default=512, help="grade_many chunk size")
     args = ap.parse_args()
     golds = load_golds()
     rng = random.Random(1)
@@ -94,20 +105,28 @@ def main() -> None:
         "math500-reformatted": [(f"The answer is $\\boxed{{{reformat(g, rng)}}}$.", g) for g in golds],
         "model-mix": build_mix(golds, args.per_problem),
     }
-    print(f"cpus={os.cpu_count()} repeats={args.repeats} timeout={G.DEFAULT_TIMEOUT_S}s")
+    print(f"cpus={os.cpu_count()} repeats={args.repeats} timeout={G.DEFAULT_TIMEOUT_S}s workers={G.WORKERS} "
+          f"load={os.getloadavg()[0]:.1f}")
     for name, items in suites.items():
-        cold, warm = [], []
+        cold, warm, cold_b, calls = [], [], [], []
         for _ in range(args.repeats):
             G.clear_caches(worker=True)
             G.warm_up()
+            c0 = G._WORKER.calls
             cold.append(rate(items))
+            calls.append(G._WORKER.calls - c0)
             warm.append(rate(items))
+            G.clear_caches(worker=True)
+            G.warm_up()
+            cold_b.append(rate_batch(items, args.batch))
         statuses: dict[str, int] = {}
         for response, gold in items:
             s = G.grade(response, gold)
             statuses[s.status + ("+correct" if s.correct else "")] = statuses.get(s.status + ("+correct" if s.correct else ""), 0) + 1
-        print(f"{name:22s} n={len(items):5d} cold median {statistics.median(cold):9.0f}/s  "
-              f"warm median {statistics.median(warm):9.0f}/s  worker calls so far={G._WORKER.calls}  {statuses}")
+        print(f"{name:22s} n={len(items):5d} cold median {statistics.median(cold):7.0f}/s  "
+              f"cold batch median {statistics.median(cold_b):7.0f}/s  warm median {statistics.median(warm):7.0f}/s  "
+              f"worker calls per cold run={statistics.median(calls):.0f}  {statuses}")
+    print(f"load after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -5,12 +5,18 @@ compares answers (historical counts N(x, a), batch repetition, maj@k, distinct a
 :func:`outcome_key`, so the two must agree: if ``verify(a, b)`` then
 ``outcome_key(a) == outcome_key(b)`` (property-tested; exceptions in ``KNOWN_KEY_EXCEPTIONS``).
 
-Pipeline. ``extract`` -> ``normalize`` (cheap string rewrites) -> fast path (equal strings, or
-exact rational numbers compared with ``fractions.Fraction``) -> slow path: Math-Verify 0.9.0
-(LaTeX parser only) in a persistent worker subprocess. The worker is killed and restarted when
-a call exceeds its hard timeout (``DEFAULT_TIMEOUT_S`` = 5 s, per call, wall clock, any thread),
-and it runs under a 4 GiB address-space limit, so no input can hang or exhaust the caller.
-Results are cached in bounded LRUs keyed by normalized strings.
+Pipeline. ``extract`` -> ``normalize`` (cheap string rewrites) -> fast path, in process and
+exact (equal strings; rationals; closed forms with ``\\sqrt``/``\\pi``, ``\\pm``, sets,
+tuples, intervals, two-interval unions, matrices, mixed numbers, via ``obe.fastmath``; verdicts
+between polynomials in single-letter variables, and polynomial vs number) -> slow path:
+Math-Verify 0.9.0 (LaTeX parser only) in persistent worker subprocesses (``WORKERS``, default
+``min(2, cpus)``). Fast keys are rendered exactly as the worker renders the same value
+(tests/test_grading_fast.py checks every shape against Math-Verify's own parse); the worker
+builds polynomials and fast-path numbers with sympy constructors instead of an ANTLR parse.
+A worker is killed and restarted when a call exceeds its hard timeout (``DEFAULT_TIMEOUT_S`` =
+5 s, per call, wall clock, any thread), and it runs under a 4 GiB address-space limit, so no
+input can hang or exhaust the caller. Results are cached in bounded LRUs keyed by normalized
+strings. ``grade_many`` grades a batch: distinct pairs once, spread over the workers.
 
 Safety. Model output is untrusted: it is never passed to ``eval``/``exec``/``sympify`` or
 ``parse_expr`` (Math-Verify's ``ExprExtractionConfig`` uses ``parse_expr`` and is not used; its
@@ -35,7 +41,9 @@ Known Math-Verify 0.9.0 mistakes and what obe does: set-for-tuple ``\\{1,2\\}`` 
 is fixed by a bracket-shape pre-check; ``\\frac{1}{2^{98}}`` vs ``\\frac{1}{2^{99}}`` is fixed
 by the exact fast path and by a 50-digit post-check when both sides are closed-form numbers.
 Performance: the fast path and caches grade thousands of answers per second; a distinct
-non-numeric LaTeX answer costs one Math-Verify (ANTLR) parse, ~10-60 ms, in one worker.
+answer outside the fast shapes costs one Math-Verify (ANTLR) parse, ~10-600 ms, in a worker.
+The fast path is stricter than Math-Verify where Math-Verify rounds: elements of tuples/sets
+compare exactly (``(\\sqrt2,1)`` != ``(1.414214,1)``), as single numbers always did.
 Not fixed: symbolic identities beyond sympy's simplification (e.g. some trigonometric forms)
 may be judged unequal; all-letter answers of 3+ letters (``abc``) are read as words.
 """
@@ -54,8 +62,11 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
+
+from obe.fastmath import fast_value, parse_poly, value_key
 
 DEFAULT_TIMEOUT_S = 5.0
 MAX_ANSWER_CHARS = 2000
@@ -113,13 +124,14 @@ def extract(text: str, config: ExtractConfig = ExtractConfig()) -> str | None:
 _REPLACEMENTS = (
     ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\dbinom", "\\binom"), ("\\tbinom", "\\binom"),
     ("\\right.", ""), ("\\left", ""), ("\\right", ""), ("\\displaystyle", ""),
-    ("\\!", ""), ("\\,", ""), ("\\;", ""), ("\\:", ""), ("\\ ", " "), ("~", " "),
+    ("\\!", ""), ("\\,", ""), ("\\;", ""), ("\\:", ""), ("~", " "),
     ("^{\\circ}", ""), ("^\\circ", ""), ("\\circ", ""), ("\\degree", ""), ("°", ""),
     ("\\%", ""), ("%", ""), ("\\$", ""), ("{,}", ","), ("\\le ", "\\leq "), ("\\ge ", "\\geq "),
 )
 _TEXT_RE = re.compile(r"\\(?:text|textbf|mbox|mathrm|textrm)\{([^{}]*)\}")
 _TRAILING_TEXT_RE = re.compile(r"(?<=\S)\s*\\(?:text|mbox|mathrm|textrm)\{[^{}]*\}\s*$")
 _SPACE_RE = re.compile(r"\s+")
+_ESCAPED_SPACE_RE = re.compile(r"(?<!\\)\\ ")  # "\ " but not the row break "\\\\ " of a matrix
 _DROP_SPACE_RE = re.compile(r"(?<![A-Za-z]) | (?![A-Za-z])")
 _ASSIGN_RE = re.compile(r"^[A-Za-z]=(?!=)")
 _WORD_RE = re.compile(r"[A-Za-z][A-Za-z ]*[A-Za-z]")
@@ -136,6 +148,8 @@ def normalize(answer: str) -> str:
     for old, new in _REPLACEMENTS:
         if old in s:
             s = s.replace(old, new)
+    if "\\ " in s:
+        s = _ESCAPED_SPACE_RE.sub(" ", s)
     if "\\" in s:
         s = _TRAILING_TEXT_RE.sub("", s)
         s = _TEXT_RE.sub(r"\1", s)
@@ -264,10 +278,6 @@ def exact_number(s: str) -> Fraction | None:
     return value if pos == len(toks) else None
 
 
-def _fraction_key(v: Fraction) -> str:
-    return str(v)  # "3", "-1/2": the same text sympy prints for Rational
-
-
 # ----------------------------------------------------------------------------- shapes & fast path
 def _shape(s: str) -> str:
     """Outer shape: "set" (``\\{..\\}`` or a bare list ``1,2``), "matrix", a bracket pair
@@ -297,10 +307,32 @@ def _is_word(s: str) -> bool:
     return len(s) >= 3 and _WORD_RE.fullmatch(s) is not None and "\\" not in s
 
 
-def _fast_key(s: str) -> str | None:
+@lru_cache(maxsize=CACHE_SIZE)
+def _fast_val(s: str) -> Any:
+    """Exact canonical value of a normalized answer of a common shape, else ``None``:
+    a rational (``exact_number``), or a closed form / set / tuple / interval (``obe.fastmath``)."""
     v = exact_number(s)
     if v is not None:
-        return _fraction_key(v)
+        return ("num", (((1, 0), v),) if v else ())
+    return fast_value(s)
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def _fast_poly(s: str) -> Any:
+    """A polynomial in single-letter variables (``obe.fastmath.parse_poly``) as a hashable
+    canonical value, else ``None``; words (``_is_word``) are not polynomials."""
+    if _is_word(s):
+        return None
+    v = parse_poly(s)
+    return None if v is None else frozenset(v.items())
+
+
+def _fast_key(s: str) -> str | None:
+    v = _fast_val(s)
+    if v is not None:
+        key = value_key(v)
+        if key is not None:
+            return key
     if _is_word(s):
         return "text:" + s.lower()
     return None
@@ -310,15 +342,21 @@ def _fast_eq(g: str, p: str) -> bool | None:
     """Verdict without sympy when it is certain, else ``None``."""
     if g == p:
         return True
-    gv, pv = exact_number(g), exact_number(p)
+    gv, pv = _fast_val(g), _fast_val(p)
     if gv is not None and pv is not None:
-        return gv == pv
+        return gv == pv  # canonical forms: equal iff the values are equal
     if _is_word(g) or _is_word(p):
         return g.lower() == p.lower()
+    gq = _fast_poly(g) if gv is None else None
+    pq = _fast_poly(p) if pv is None else None
+    if gq is not None and pq is not None:
+        return gq == pq  # expanded polynomials: equal iff identical
+    if (gq is not None and pv is not None) or (pq is not None and gv is not None):
+        return False  # a non-constant polynomial never equals a number, set, tuple or interval
     gs, ps = _shape(g), _shape(p)
     if gs != ps and "plain" not in (gs, ps):
         return False  # set vs tuple vs interval vs matrix: Math-Verify 0.9.0 accepts some of these
-    if gs != ps and (gv is not None or pv is not None):
+    if gs != ps and ((gv is not None and gv[0] == "num") or (pv is not None and pv[0] == "num")):
         return False  # a number never equals a set, tuple, interval or matrix
     return None
 
@@ -360,9 +398,10 @@ def clear_caches(worker: bool = False) -> None:
     emptying its parse cache (the next slow call waits for its imports, ~1-2 s)."""
     _EQ_CACHE.clear()
     _KEY_CACHE.clear()
+    _fast_val.cache_clear()
+    _fast_poly.cache_clear()
     if worker:
-        with _WORKER._lock:
-            _WORKER.stop()
+        _WORKER.stop()
 
 
 # ----------------------------------------------------------------------------- worker (parent side)
@@ -461,13 +500,88 @@ class _Worker:
             self._lock.release()
 
 
+class _Pool:
+    """``WORKERS`` workers (default ``min(2, cpus)``, env ``OBE_GRADING_WORKERS``), started lazily.
+
+    A call takes its preferred worker when idle (index 0, or the lane of a ``grade_many``
+    thread, so one gold's parse stays in one worker's cache), else any idle one, else waits;
+    the wait counts against the call's timeout, as before. A worker still restarting after
+    a timeout is passed over while another idle one is ready.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.workers = [_Worker() for _ in range(max(1, n))]
+        self._busy = [False] * len(self.workers)
+        self._cond = threading.Condition()
+        self._local = threading.local()
+
+    @property
+    def calls(self) -> int:
+        return sum(w.calls for w in self.workers)
+
+    def prefer(self, index: int) -> None:
+        """Make this thread's calls go to worker ``index`` when it is idle."""
+        self._local.prefer = index % len(self.workers)
+
+    def _acquire(self, deadline: float) -> int | None:
+        prefer = getattr(self._local, "prefer", 0)
+        with self._cond:
+            while True:
+                idle = [i for i, b in enumerate(self._busy) if not b]
+                # the preferred worker, unless it is (re)starting and another is ready
+                ready = [i for i in idle if self.workers[i]._ready]
+                idx = prefer if prefer in (ready or idle) else next(iter(ready or idle), None)
+                if idx is not None:
+                    self._busy[idx] = True
+                    return idx
+                left = deadline - _now()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+
+    def _release(self, idx: int) -> None:
+        with self._cond:
+            self._busy[idx] = False
+            self._cond.notify()
+
+    def request(self, req: dict[str, Any], timeout: float) -> tuple[dict[str, Any] | None, bool]:
+        deadline = _now() + timeout
+        idx = self._acquire(deadline)
+        if idx is None:
+            return None, False  # every worker busy for the whole timeout: not the input's fault
+        try:
+            left = deadline - _now()
+            if left <= 0:
+                return None, False
+            return self.workers[idx].request(req, left)
+        finally:
+            self._release(idx)
+
+    def ensure_started(self, timeout: float) -> bool:
+        deadline = _now() + timeout
+        for w in self.workers:  # spawn all first, so their imports overlap
+            if w._lock.acquire(timeout=max(deadline - _now(), 0)):
+                try:
+                    if w._proc is None or w._pid != os.getpid() or w._proc.poll() is not None:
+                        w._start()
+                finally:
+                    w._lock.release()
+        return all([w.ensure_started(max(deadline - _now(), 0)) for w in self.workers])
+
+    def stop(self) -> None:
+        for w in self.workers:
+            with w._lock:
+                w.stop()
+
+
 _now = time.monotonic
-_WORKER = _Worker()
+WORKERS = int(os.environ.get("OBE_GRADING_WORKERS") or min(2, os.cpu_count() or 1))
+_WORKER = _Pool(WORKERS)
 atexit.register(_WORKER.stop)
 
 
 def warm_up(timeout: float = 60.0) -> bool:
-    """Start the worker and wait for its imports (~2 s), so the first graded call is not slow."""
+    """Start the workers and wait for their imports (~2 s), so the first graded call is not slow."""
     return _WORKER.ensure_started(timeout)
 
 
@@ -522,26 +636,45 @@ def _key_of(s: str, timeout: float) -> str:
     return key
 
 
-def _eq_of(g: str, p: str, timeout: float, want_key: bool = False) -> bool | None:
-    """Equivalence of two normalized answers; ``None`` on timeout.
-
-    With ``want_key`` the worker also keys ``p`` in the same round trip (one parse, one call).
-    """
+def _eq_known(g: str, p: str) -> bool | str | None:
+    """The cached or fast verdict (True, False, or "timeout" when cached so), else ``None``."""
     eq = _EQ_CACHE.get((g, p))
     if eq is None:
         eq = _fast_eq(g, p)
-        if eq is None:
-            want_key = want_key and _KEY_CACHE.get(p) is None and _fast_key(p) is None
-            resp, cacheable = _slow({"op": "eq", "g": g, "p": p, "key": want_key}, timeout)
-            if resp is None:
-                if cacheable:
-                    _EQ_CACHE.put((g, p), "timeout")
-                return None
-            eq = bool(resp["eq"])
-            if "key" in resp and "error" not in resp and cacheable:
+        if eq is not None:
+            _EQ_CACHE.put((g, p), eq)
+    return eq
+
+
+def _key_known(s: str) -> bool:
+    return _KEY_CACHE.get(s) is not None or _fast_key(s) is not None
+
+
+def _eq_of(g: str, p: str, timeout: float, want_key: bool = False) -> bool | None:
+    """Equivalence of two normalized answers; ``None`` on timeout.
+
+    With ``want_key`` the worker also keys ``p``, and ``g`` when they are equivalent, in the
+    same round trip (what ``grade`` needs next: one call instead of up to three).
+    """
+    eq = _eq_known(g, p)
+    if eq is None:
+        req: dict[str, Any] = {"op": "eq", "g": g, "p": p}
+        if want_key:
+            req["key"] = not _key_known(p)
+            req["gkey"] = not _key_known(g)
+        resp, cacheable = _slow(req, timeout)
+        if resp is None:
+            if cacheable:
+                _EQ_CACHE.put((g, p), "timeout")
+            return None
+        eq = bool(resp["eq"])
+        if "error" not in resp and cacheable:
+            if "key" in resp:
                 _KEY_CACHE.put(p, resp["key"])
+            if "gkey" in resp:
+                _KEY_CACHE.put(g, resp["gkey"])
         _EQ_CACHE.put((g, p), eq)
-    return None if eq == "timeout" else eq
+    return None if eq == "timeout" else bool(eq)
 
 
 def verify(gold: str, pred: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
@@ -565,26 +698,115 @@ def grade(
     """Extract, verify and key one response. Never raises; at most ~2 x ``timeout`` seconds."""
     answer = None
     try:
-        answer = extract(response, config)
-        p = normalize(answer) if answer is not None else ""
-        if not p:
-            return GradeResult(answer, NO_ANSWER_KEY, False, "no_answer")
-        g = normalize(gold)
-        if _too_long(p) or _too_long(g):
-            return GradeResult(answer, ERROR_KEY, False, "error")
-        eq = _eq_of(g, p, timeout, want_key=True)
-        if eq is None:
-            return GradeResult(answer, TIMEOUT_KEY, False, "timeout")
-        key = _key_of(g if eq else p, timeout)  # correct answers share the gold's key
-        status = "timeout" if key == TIMEOUT_KEY else "ok"
-        return GradeResult(answer, key, eq and status == "ok", status)
+        prepared = _prepare(response, gold, config)
+        if isinstance(prepared, GradeResult):
+            return prepared
+        answer, g, p = prepared
+        return _finish(answer, g, p, timeout)
     except Exception:
         return GradeResult(answer, ERROR_KEY, False, "error")
 
 
+def _prepare(response: str, gold: str, config: ExtractConfig) -> GradeResult | tuple[str, str, str]:
+    answer = extract(response, config)
+    p = normalize(answer) if answer is not None else ""
+    if not p:
+        return GradeResult(answer, NO_ANSWER_KEY, False, "no_answer")
+    g = normalize(gold)
+    if _too_long(p) or _too_long(g):
+        return GradeResult(answer, ERROR_KEY, False, "error")
+    return answer, g, p  # type: ignore[return-value]
+
+
+def _finish(answer: str, g: str, p: str, timeout: float) -> GradeResult:
+    eq = _eq_of(g, p, timeout, want_key=True)
+    if eq is None:
+        return GradeResult(answer, TIMEOUT_KEY, False, "timeout")
+    key = _key_of(g if eq else p, timeout)  # correct answers share the gold's key
+    status = "timeout" if key == TIMEOUT_KEY else "ok"
+    return GradeResult(answer, key, eq and status == "ok", status)
+
+
+def grade_many(
+    responses: Sequence[str], golds: Sequence[str], *, config: ExtractConfig = ExtractConfig(),
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> list[GradeResult]:
+    """``[grade(r, g) for r, g in zip(responses, golds)]``, faster on a batch.
+
+    Each distinct (gold, answer) pair that needs the worker is sent once, and the pairs are
+    spread over the workers in parallel (one thread per worker, a gold's pairs on one worker,
+    whose parse cache then holds it). Every worker call keeps its own hard ``timeout``, so a
+    hostile answer costs at most ``timeout`` (plus a worker restart) to its lane. Never raises.
+    """
+    responses, golds = list(responses), list(golds)
+    if len(responses) != len(golds):
+        raise ValueError(f"{len(responses)} responses but {len(golds)} golds")
+    prepared: list[GradeResult | tuple[str, str, str]] = []
+    pending: dict[str, dict[str, None]] = {}  # gold -> answers it needs the worker for
+    for response, gold in zip(responses, golds):
+        answer = None
+        try:
+            item = _prepare(response, gold, config)
+            if not isinstance(item, GradeResult):
+                answer, g, p = item
+                if _eq_known(g, p) is None:
+                    pending.setdefault(g, {})[p] = None
+        except Exception:
+            item = GradeResult(answer, ERROR_KEY, False, "error")
+        prepared.append(item)
+    _run_lanes([[(g, p) for p in ps] for g, ps in pending.items()],
+               lambda g, p: _eq_of(g, p, timeout, want_key=True))
+    keys: dict[str, None] = {}  # keys still unknown (eq answered from the cache or fast path)
+    for item in prepared:
+        if not isinstance(item, GradeResult):
+            _, g, p = item
+            eq = _eq_known(g, p)
+            if eq is not None and eq != "timeout":
+                s = g if eq else p
+                if not _key_known(s):
+                    keys[s] = None
+    _run_lanes([[(s, "")] for s in keys], lambda s, _: _key_of(s, timeout))
+    out = []
+    for item in prepared:
+        if isinstance(item, GradeResult):
+            out.append(item)
+            continue
+        try:
+            out.append(_finish(*item, timeout))
+        except Exception:
+            out.append(GradeResult(item[0], ERROR_KEY, False, "error"))
+    return out
+
+
+def _run_lanes(groups: list[list[tuple[str, str]]], job: Callable[[str, str], object]) -> None:
+    """Run ``job`` on every pair, groups kept together, one thread per worker."""
+    n = min(len(_WORKER.workers), sum(len(gr) for gr in groups))
+    lanes: list[list[tuple[str, str]]] = [[] for _ in range(max(n, 1))]
+    for gr in sorted(groups, key=len, reverse=True):
+        min(lanes, key=len).extend(gr)
+
+    def run(i: int) -> None:
+        _WORKER.prefer(i)
+        for a, b in lanes[i]:
+            try:
+                job(a, b)
+            except Exception:
+                pass  # the final pass grades this item again and reports the error
+
+    if n <= 1:
+        run(0)
+        return
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 # ----------------------------------------------------------------------------- worker (child side)
 def _worker_main() -> None:  # pragma: no cover - runs in the subprocess
-    """Serve JSON-line requests on stdin: {"op": "eq", "g", "p"} or {"op": "key", "a"}."""
+    """Serve JSON-line requests on stdin: {"op": "eq", "g", "p", "key", "gkey"} or
+    {"op": "key", "a"}; "key"/"gkey" ask for the key of p / of g (the latter only if equal)."""
     import logging
     import resource
 
@@ -599,6 +821,8 @@ def _worker_main() -> None:  # pragma: no cover - runs in the subprocess
     from math_verify import LatexExtractionConfig, parse
     from math_verify import verify as mv_verify
 
+    from obe.fastmath import fast_value, parse_poly
+
     latex_only = [LatexExtractionConfig(boxed_match_priority=0)]
 
     def exactify(e: Any) -> Any:
@@ -609,8 +833,37 @@ def _worker_main() -> None:  # pragma: no cover - runs in the subprocess
                 e = e.xreplace({f: sympy.Rational(str(f)) for f in floats})
         return e
 
+    def quick(s: str) -> Any:
+        """The expression Math-Verify would build, for the shapes obe.fastmath reads (our own
+        bounded parser, sympy constructors only): skips an ANTLR parse of 10-800 ms."""
+        poly = None if len(s) >= 3 and s.isalpha() else parse_poly(s)
+        if poly is not None:
+            syms: dict[str, Any] = {}
+
+            def sym(name: str) -> Any:
+                if name not in syms:
+                    # as latex2sympy's letters: real, except i (a non-real symbol, not I)
+                    syms[name] = sympy.Symbol(name, real=name != "i")
+                return syms[name]
+
+            return sympy.Add(*[
+                sympy.Rational(c.numerator, c.denominator) * sympy.Mul(*[sym(v) ** k for v, k in mono])
+                for mono, c in poly.items()
+            ])
+        v = fast_value(s)
+        if v is not None and v[0] == "num":
+            return sympy.Add(*[
+                sympy.Rational(c.numerator, c.denominator) * sympy.sqrt(m) * sympy.pi**k
+                for (m, k), c in v[1]
+            ])
+        return None
+
     @lru_cache(maxsize=8192)
-    def parsed(s: str) -> Any:
+    def parsed(s: str, mv: bool = False) -> Any:
+        if not mv:
+            e = quick(s)
+            if e is not None:
+                return e
         for item in parse("\\boxed{" + s + "}", extraction_config=latex_only, parsing_timeout=None):
             if not isinstance(item, str):
                 return exactify(item)
@@ -648,12 +901,12 @@ def _worker_main() -> None:  # pragma: no cover - runs in the subprocess
             return str(sympy.cancel(sympy.expand(e)))
         return "sym:" + str(e)
 
-    def key(s: str) -> str:
-        e = parsed(s)
+    def key(s: str, mv: bool = False) -> str:
+        e = parsed(s, mv)
         return "text:" + s if e is None else canon(e)
 
-    def eq(g: str, p: str) -> bool:
-        ge, pe = parsed(g), parsed(p)
+    def eq(g: str, p: str, mv: bool = False) -> bool:
+        ge, pe = parsed(g, mv), parsed(p, mv)
         if ge is None or pe is None:
             return False
         if not mv_verify(ge, pe, timeout_seconds=None):
@@ -662,6 +915,19 @@ def _worker_main() -> None:  # pragma: no cover - runs in the subprocess
             return num_equal(ge, pe)  # Math-Verify rounds; exact numbers must match exactly
         return True
 
+    # Pay sympy's and the ANTLR parser's one-time warm-up (~0.5-1 s: caches, lazy imports)
+    # before "ready", so it falls in warm_up() and not on the first graded answers.
+    try:
+        for g, p in (("x^2+1", "(x+1)^2-2x"), ("\\frac{\\sqrt{3}}{2}", "\\sin(\\frac{\\pi}{3})"),
+                     ("(0,1]\\cup(2,\\infty)", "\\{1,2\\}"), ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "12_3")):
+            eq(g, p, mv=True)
+            key(g, mv=True)
+            key(p, mv=True)
+            eq(g, p)
+    except Exception:  # noqa: BLE001 - a warm-up failure only costs time later
+        pass
+    parsed.cache_clear()
+
     out = sys.stdout.buffer
     out.write(b"ready\n")
     out.flush()
@@ -669,11 +935,16 @@ def _worker_main() -> None:  # pragma: no cover - runs in the subprocess
         try:
             req = json.loads(line)
             if req["op"] == "eq":
-                resp: dict[str, Any] = {"eq": eq(req["g"], req["p"])}
-                if req.get("key"):
-                    resp["key"] = key(req["p"])
+                mv = bool(req.get("mv"))  # tests: Math-Verify's own parse, no quick path
+                resp: dict[str, Any] = {"eq": eq(req["g"], req["p"], mv)}
+                for field, arg, wanted in (("key", "p", True), ("gkey", "g", resp["eq"])):
+                    if req.get(field) and wanted:
+                        try:  # a failing key must not turn the verdict into "error"
+                            resp[field] = key(req[arg], mv)
+                        except Exception:  # noqa: BLE001
+                            pass
             else:
-                resp = {"key": key(req["a"])}
+                resp = {"key": key(req["a"], bool(req.get("mv")))}
         except BaseException as exc:  # noqa: BLE001 - MemoryError, RecursionError, sympy bugs
             if isinstance(exc, KeyboardInterrupt):
                 raise
