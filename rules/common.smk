@@ -5,7 +5,7 @@ import shlex
 import sys
 
 R = f"{config['results_dir']}/{config['experiment']}"
-TEST_SETS = list(config["data"]["test"])
+TEST_SETS = [name for name, ds in config["data"]["test"].items() if ds is not None]
 DATASETS = ["train", *TEST_SETS]
 BASE = "base"  # run name of the untrained base model (evaluated as step 0)
 
@@ -40,6 +40,8 @@ def dataset_args(name):
             args += ["--difficulty", ds["difficulty"]]
     elif ds.get("hub"):
         args += ["--hub", ds["hub"]]
+    elif ds.get("data_dir"):
+        args += ["--data-dir", ds["data_dir"]]
     else:
         args += ["--path", ds["path"]]
     if ds.get("limit"):

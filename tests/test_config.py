@@ -57,7 +57,7 @@ def test_bad_method_settings(default_config):
 def test_real_dataset_needs_a_path(default_config):
     cfg = copy.deepcopy(default_config)
     cfg["data"]["test"]["math500"] = {"source": "math500", "split": "test"}
-    with pytest.raises(ConfigError, match=r"data\.math500: a math500 dataset needs `path` or `hub`"):
+    with pytest.raises(ConfigError, match=r"data\.math500: a math500 dataset needs `path`, `data_dir` or `hub`"):
         validate_config(cfg)
 
 

@@ -63,9 +63,12 @@ def validate_config(config: Mapping[str, Any]) -> None:
             raise ConfigError(f"config error at train.methods: {name!r} has no entry under `methods`")
     if not config["base_model"]["embedded"] and not config["base_model"].get("name_or_path"):
         raise ConfigError("config error at base_model.name_or_path: required when base_model.embedded is false")
-    for name, ds in {"train": config["data"]["train"], **config["data"]["test"]}.items():
-        if ds["source"] != "synthetic" and not (ds.get("path") or ds.get("hub")):
-            raise ConfigError(f"config error at data.{name}: a {ds['source']} dataset needs `path` or `hub`")
+    tests = {k: v for k, v in config["data"]["test"].items() if v is not None}
+    if not tests:
+        raise ConfigError("config error at data.test: at least one test set is needed")
+    for name, ds in {"train": config["data"]["train"], **tests}.items():
+        if ds["source"] != "synthetic" and not (ds.get("path") or ds.get("hub") or ds.get("data_dir")):
+            raise ConfigError(f"config error at data.{name}: a {ds['source']} dataset needs `path`, `data_dir` or `hub`")
 
 
 def load_config(*paths: str) -> dict[str, Any]:
