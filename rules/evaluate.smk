@@ -5,6 +5,9 @@ rule evaluate:
     output:
         questions=f"{R}/eval/{{run}}/step{{step}}/{{dataset}}/per_question.jsonl",
         summary=f"{R}/eval/{{run}}/step{{step}}/{{dataset}}/summary.json",
+    params:
+        wandb_dir=f"{R}/wandb",
+        experiment=config["experiment"],
     resources:
         mem_mb=2000,
         runtime=15,
@@ -16,4 +19,6 @@ rule evaluate:
         "../envs/cpu.yaml"
     shell:
         "python -m obe.evaluate --graded {input} --out-questions {output.questions}"
-        " --out-summary {output.summary} > {log} 2>&1"
+        " --out-summary {output.summary} --run {wildcards.run} --step {wildcards.step}"
+        " --dataset {wildcards.dataset} --experiment {params.experiment} --wandb-dir {params.wandb_dir}"
+        " > {log} 2>&1"

@@ -47,3 +47,18 @@ def test_cli_rejects_ungraded_rows(tmp_path, capsys):
     rc = main(["--graded", str(graded), "--out-questions", str(tmp_path / "q.jsonl"), "--out-summary", str(tmp_path / "s.json")])
     assert rc == 2
     assert "line 1: sample is not graded" in capsys.readouterr().err
+
+
+def test_cli_logs_an_offline_wandb_run(tmp_path, monkeypatch):
+    import glob
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    graded = tmp_path / "g.jsonl"
+    graded.write_text("".join(json.dumps(row("q1", i, "2", i < 2)) + "\n" for i in range(4)))
+    rc = main(["--graded", str(graded), "--out-questions", str(tmp_path / "q.jsonl"), "--out-summary",
+               str(tmp_path / "s.json"), "--run", "grpo__s0", "--step", "10", "--dataset", "synthetic",
+               "--experiment", "exp", "--wandb-dir", str(tmp_path / "wb")])
+    assert rc == 0
+    runs = glob.glob(str(tmp_path / "wb" / "wandb" / "offline-run-*" / "run-*.wandb"))
+    assert len(runs) == 1
+    assert b"grpo__s0__step10__synthetic" in open(runs[0], "rb").read()
