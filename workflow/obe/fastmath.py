@@ -188,15 +188,11 @@ def parse_number(s: str) -> Num | None:
     return v
 
 
-class _Parser:
+class _TokenStream:
+    """Recursive-descent helpers shared by the number and polynomial parsers."""
+
     def __init__(self, toks: list[str]) -> None:
         self.toks, self.pos = toks, 0
-
-    def run(self) -> tuple[Num, int]:
-        v = self.expr()
-        if self.pos != len(self.toks):
-            raise _Bail
-        return v, self.pos
 
     def peek(self) -> str | None:
         return self.toks[self.pos] if self.pos < len(self.toks) else None
@@ -206,6 +202,14 @@ class _Parser:
             raise _Bail
         self.pos += 1
         return self.toks[self.pos - 1]
+
+
+class _Parser(_TokenStream):
+    def run(self) -> tuple[Num, int]:
+        v = self.expr()
+        if self.pos != len(self.toks):
+            raise _Bail
+        return v, self.pos
 
     def expr(self) -> Num:
         v = self.term()
@@ -570,22 +574,10 @@ def _padd(a: Poly, b: Poly, sign: int) -> Poly:
     return out
 
 
-class _PolyParser:
+class _PolyParser(_TokenStream):
     """Polynomials over the rationals in single-letter variables: + - * ``\\cdot``
     ``\\times``, implicit products (``2x^2y``, ``(a+5)(b+2)``), integer powers (one digit or
     braced), parentheses/braces, ``\\frac{poly}{rational}``."""
-
-    def __init__(self, toks: list[str]) -> None:
-        self.toks, self.pos = toks, 0
-
-    def peek(self) -> str | None:
-        return self.toks[self.pos] if self.pos < len(self.toks) else None
-
-    def take(self) -> str:
-        if self.pos >= len(self.toks):
-            raise _Bail
-        self.pos += 1
-        return self.toks[self.pos - 1]
 
     def expr(self) -> Poly:
         v = self.term()

@@ -22,6 +22,7 @@ from typing import Optional
 import torch
 
 from obe.models import render_template
+from obe.sampling import eos_token_ids
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _BRACE_RE = re.compile(r"\\[{}]|[{}]")
@@ -73,21 +74,6 @@ class Rollouts:
     truncated: torch.Tensor
 
 
-def eos_ids(model, tokenizer) -> list[int]:
-    """EOS ids from the model's generation config and the tokenizer (deduplicated)."""
-    ids: list[int] = []
-    gen = getattr(model, "generation_config", None)
-    for src in (getattr(gen, "eos_token_id", None), tokenizer.eos_token_id):
-        if src is None:
-            continue
-        for i in [src] if isinstance(src, int) else list(src):
-            if int(i) not in ids:
-                ids.append(int(i))
-    if not ids:
-        raise ValueError("no EOS token id in the model's generation config or the tokenizer")
-    return ids
-
-
 def encode_prompts(tokenizer, problems: Sequence[str], template: str) -> list[list[int]]:
     """Token ids of each rendered prompt (tokenizer's special tokens, e.g. BOS, added)."""
     texts = [render_template(template, p) for p in problems]
@@ -117,7 +103,7 @@ def generate_rollouts(model, tokenizer, prompt_ids: Sequence[Sequence[int]], cfg
     """``cfg.n`` samples for each prompt in one ``generate`` call, seeded by ``seed``."""
     from transformers import GenerationConfig
 
-    eos = eos_ids(model, tokenizer)
+    eos = eos_token_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     rows = [p for p in prompt_ids for _ in range(cfg.n)]
     ids, mask = left_pad(rows, pad)
