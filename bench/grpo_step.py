@@ -426,17 +426,20 @@ def main() -> None:
               f"<= {a.max_new_tokens} new tokens")
         print(f"# {a.rounds} rounds x {a.steps} measured steps per side (+{a.warmup} warm-up per process); "
               f"load before: {os.getloadavg()[0]:.2f}")
-        res: dict[str, dict] = {s: {"rows": [], "rss": []} for s in sides}
+        res: dict[str, dict] = {s: {"rows": [], "rss": [], "per_proc": []} for s in sides}
         for _ in range(a.rounds):
             for s in sides:
                 r = run_child(a, s, work)
                 res[s]["rows"] += r["rows"]
                 res[s]["rss"].append(r["rss_mib"])
-        print(f"\n{'side':<12} {'step s':>8} {'gen s':>8} {'reward s':>9} {'update s':>9} {'peak RSS MiB':>13}")
+                res[s]["per_proc"].append(med(r["rows"], "step"))
+        print(f"\n{'side':<12} {'step s':>8} {'gen s':>8} {'reward s':>9} {'update s':>9} {'peak RSS MiB':>13}"
+              f"  step s per process (noise)")
         for s in sides:
             rows = res[s]["rows"]
             print(f"{s:<12} {med(rows, 'step'):8.3f} {med(rows, 'generation'):8.3f} {med(rows, 'reward'):9.4f} "
-                  f"{med(rows, 'update'):9.3f} {max(res[s]['rss']):13.0f}")
+                  f"{med(rows, 'update'):9.3f} {max(res[s]['rss']):13.0f}  "
+                  + " ".join(f"{x:.3f}" for x in res[s]["per_proc"]))
         print()
         for s in (x for x in sides if x.startswith("obe") and "trl" in res):
             o, t = res[s]["rows"], res["trl"]["rows"]
