@@ -5,7 +5,7 @@
 answer, some truncated. Cold = empty caches and fresh workers (their imports excluded, as
 ``warm_up`` does them at trainer start); warm = the same inputs again. "grade" calls
 ``grade`` once per response; "batch" calls ``grade_many`` on chunks of ``--batch`` responses
-(as the grading stage and the trainer do), which spreads worker calls over the worker pool.
+(available to the grading stage and the trainer), which spreads worker calls over the worker pool.
 
 Run: .venv/bin/python bench/grading.py [--repeats 3]
 Reads MATH-500 from $OBE_SHARED_DATA or ../shared/data relative to the repo.
