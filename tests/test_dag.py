@@ -127,3 +127,11 @@ def test_forcerun_and_R(smoke_run):
     assert jobs["evaluate"] == 5 and "sample" not in jobs and "train" not in jobs and jobs["analysis"] == 1
     jobs = _plan(smoke_run, "-R", "bandits")
     assert jobs == {"bandits": 1, "report": 1, "all": 1}
+
+
+@pytest.mark.slow
+def test_snakemake_report_builds(smoke_run, tmp_path):
+    _, base = smoke_run
+    out = snakemake("--report", str(tmp_path / "report.html"), *base)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert (tmp_path / "report.html").stat().st_size > 10_000
