@@ -6,6 +6,8 @@ rule base_model:
         size=config["base_model"].get("size", "default"),
         seed=config["base_model"].get("seed", 0),
         difficulty=config["base_model"].get("difficulty", 3),
+        wandb_dir=f"{R}/wandb",
+        experiment=config["experiment"],
     threads: config["threads"]
     resources:
         mem_mb=4000,
@@ -18,4 +20,5 @@ rule base_model:
         "../envs/cpu.yaml"
     shell:
         "python -m obe.base_model --out {output} --size {params.size} --seed {params.seed}"
-        " --difficulty {params.difficulty} --threads {threads} > {log} 2>&1"
+        " --difficulty {params.difficulty} --threads {threads}"
+        " --experiment {params.experiment} --wandb-dir {params.wandb_dir} > {log} 2>&1"

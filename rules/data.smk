@@ -5,6 +5,8 @@ rule prepare_data:
         manifest=f"{R}/data/{{dataset}}.manifest.json",
     params:
         args=lambda wildcards: dataset_args(wildcards.dataset),
+        wandb_dir=f"{R}/wandb",
+        experiment=config["experiment"],
     resources:
         mem_mb=2000,
         runtime=30,
@@ -15,4 +17,6 @@ rule prepare_data:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "python -m obe.data {params.args} --out {output.data} --manifest {output.manifest} > {log} 2>&1"
+        "python -m obe.data {params.args} --out {output.data} --manifest {output.manifest}"
+        " --experiment {params.experiment} --wandb-dir {params.wandb_dir} --wandb-name data__{wildcards.dataset}"
+        " > {log} 2>&1"

@@ -16,6 +16,8 @@ rule sample:
         sampling=lambda wildcards: sampling_args(),
         prompt=lambda wildcards: prompt_args(),
         device=device_args(),
+        wandb_dir=f"{R}/wandb",
+        experiment=config["experiment"],
     threads: config["threads"]
     resources:
         gpu=config["gpus_per_job"],
@@ -30,6 +32,8 @@ rule sample:
     shell:
         "python -m obe.sampling --model {params.model} --data {input.data} --n {params.n}"
         " --seed {params.seed} {params.sampling} {params.prompt} {params.device} --threads {threads} --no-progress"
+        " --experiment {params.experiment} --wandb-dir {params.wandb_dir}"
+        " --wandb-name {wildcards.run}__step{wildcards.step}__{wildcards.dataset}"
         " --out {output}.part > {log} 2>&1"
         " && mv {output}.part.meta.json {output}.meta.json && mv {output}.part {output}"
 
@@ -41,6 +45,9 @@ rule grade:
         data=f"{R}/data/{{dataset}}.jsonl",
     output:
         f"{R}/graded/{{run}}/step{{step}}/{{dataset}}.jsonl",
+    params:
+        wandb_dir=f"{R}/wandb",
+        experiment=config["experiment"],
     resources:
         mem_mb=2000,
         runtime=30,
@@ -51,4 +58,6 @@ rule grade:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "python -m obe.grade --samples {input.samples} --data {input.data} --out {output} > {log} 2>&1"
+        "python -m obe.grade --samples {input.samples} --data {input.data} --out {output}"
+        " --experiment {params.experiment} --wandb-dir {params.wandb_dir}"
+        " --wandb-name {wildcards.run}__step{wildcards.step}__{wildcards.dataset} > {log} 2>&1"

@@ -94,3 +94,20 @@ def test_unreachable_server_falls_back_offline(monkeypatch, tmp_path):
     assert tracker.mode in ("offline", "disabled")
     tracker.log({"pass@1": 0.5}, step=0)
     tracker.finish()
+
+
+@pytest.mark.slow
+def test_data_stage_logs_its_manifest_counts(monkeypatch, tmp_path):
+    from obe import data
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    rc = data.main(["--source", "synthetic", "--split", "test", "--n", "8", "--seed", "0",
+                    "--out", str(tmp_path / "syn.jsonl"), "--experiment", "exp-data",
+                    "--wandb-dir", str(tmp_path / "wb"), "--wandb-name", "data__syn"])
+    assert rc == 0
+    (run_file,) = glob.glob(str(tmp_path / "wb" / "wandb" / "offline-run-*" / "run-*.wandb"))
+    records = _read_records(run_file)
+    run = next(r["run"] for r in records if r["type"] == "run")
+    assert (run["run_group"], run["job_type"], run["display_name"]) == ("exp-data", "prepare_data", "data__syn")
+    summaries = [r["summary"] for r in records if r["type"] == "summary"]
+    assert any("written" in json.dumps(s) for s in summaries)

@@ -64,6 +64,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+
+from obe.tracking import add_wandb_args, log_stage_summary
 from typing import Sequence
 
 PROMPT_TEMPLATE = "{problem}\n"
@@ -422,6 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--eval-samples", type=int, default=None,
                     help="samples per eval question (default: 32; smoke: 4)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast for training")
+    add_wandb_args(ap)
     args = ap.parse_args(argv)
     smoke = args.size == "smoke"
     if args.eval_questions is None:
@@ -438,6 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "eval" in report:
         summary.update({k: v for k, v in report["eval"].items() if k not in ("examples", "student_reference")})
     print(json.dumps(summary, indent=2))
+    log_stage_summary(args, stage="base_model", name="base_model", config=vars(args), summary=summary)
     return 0
 
 

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from obe.latex import last_boxed
 from obe.records import Record, write_jsonl
+from obe.tracking import add_wandb_args, log_stage_summary
 
 
 @dataclass(frozen=True)
@@ -525,6 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--difficulty", type=int, help="synthetic: difficulty level (default: obe.synthetic's)")
     p.add_argument("--all", type=Path, metavar="DATA_DIR", help="prepare every standard dataset found in DATA_DIR")
     p.add_argument("--out-dir", type=Path, help="with --all: folder for <source>_<split>.jsonl files")
+    add_wandb_args(p)
     return p
 
 
@@ -605,10 +607,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.data_dir is not None and (args.source, args.split) not in STANDARD:
         parser.error(f"--data-dir knows no split {args.split!r} of {args.source!r}")
     try:
-        return prepare_all(args.all, args.out_dir, args.strict) if args.all else prepare_one(args)
+        status = prepare_all(args.all, args.out_dir, args.strict) if args.all else prepare_one(args)
     except (OSError, ValueError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if status == 0 and args.all is None:
+        manifest_file = args.manifest or Path(str(args.out).removesuffix(".jsonl") + ".manifest.json")
+        if Path(manifest_file).exists():
+            manifest = json.loads(Path(manifest_file).read_text())
+            log_stage_summary(args, stage="prepare_data", name=Path(args.out).stem,
+                              config={k: str(v) for k, v in vars(args).items()}, summary=manifest.get("counts", {}))
+    return status
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import json
 import os
 import sys
 from pathlib import Path
+
+from obe.tracking import add_wandb_args, log_stage_summary
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 
@@ -115,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", required=True, help="samples JSONL from obe.sampling")
     p.add_argument("--data", required=True, help="questions JSONL with gold answers (obe.records.Record rows)")
     p.add_argument("--out", required=True, help="graded JSONL to write (replaced atomically)")
+    add_wandb_args(p)
     return p
 
 
@@ -126,6 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"graded {n} rows -> {args.out}", file=sys.stderr)
+    if args.experiment:
+        with open(args.out, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        summary = {"rows": n, "accuracy": sum(bool(r["correct"]) for r in rows) / max(1, n),
+                   "frac_no_answer": sum(r.get("grade_status") == "no_answer" for r in rows) / max(1, n)}
+        log_stage_summary(args, stage="grade", name=Path(args.out).stem, config=vars(args), summary=summary)
     return 0
 
 

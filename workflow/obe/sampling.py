@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from obe.models import ModelConfig, load_model, load_tokenizer, prompt_adds_special_tokens, build_prompts
+from obe.tracking import add_wandb_args, log_stage_summary
 
 ROW_FIELDS = (
     "question_id",
@@ -583,6 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     # Test hook: sleep after each written batch (lets tests kill a run mid-way reliably).
     p.add_argument("--sleep-after-batch", type=float, default=0.0, help=argparse.SUPPRESS)
+    add_wandb_args(p)
     return p
 
 
@@ -659,6 +661,8 @@ def _main(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(f"wrote {written} new rows to {out} ({len(records)} questions x {args.n} samples)", file=sys.stderr)
+    log_stage_summary(args, stage="sample", name=Path(args.out).stem, config=meta,
+                      summary={"questions": len(records), "n": args.n, "rows_written": written})
     return 0
 
 

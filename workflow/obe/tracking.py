@@ -161,3 +161,20 @@ def start_run(
             print(f"obe.tracking: wandb.init({attempt_mode}) failed ({exc!r})", file=sys.stderr)
     print("obe.tracking: continuing without W&B logging", file=sys.stderr)
     return NullTracker()
+
+
+def add_wandb_args(parser: Any) -> None:
+    """The W&B flags every stage CLI shares (a stage logs a run only when --experiment is given)."""
+    parser.add_argument("--experiment", default=None, help="W&B group (the experiment); no W&B run without it")
+    parser.add_argument("--wandb-dir", default=None, help="where offline W&B runs are written (default: ./wandb)")
+    parser.add_argument("--wandb-name", default=None, help="W&B run name (default: the stage's own)")
+
+
+def log_stage_summary(args: Any, *, stage: str, name: str, config: Mapping[str, Any], summary: Mapping[str, Any]) -> None:
+    """One W&B run holding a stage's resolved config and its summary numbers (no-op without --experiment)."""
+    if not getattr(args, "experiment", None):
+        return
+    tracker = start_run(stage=stage, name=getattr(args, "wandb_name", None) or name, config=config,
+                        experiment=args.experiment, wandb_dir=getattr(args, "wandb_dir", None) or "wandb")
+    tracker.summary(summary)
+    tracker.finish()
