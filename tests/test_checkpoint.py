@@ -56,7 +56,7 @@ def test_round_trip_counts_rng_optimizer(tiny, tmp_path):
     sched2 = torch.optim.lr_scheduler.LambdaLR(opt2, lambda i: 0.5 ** i)
     state = ckpt.load_checkpoint(path, optimizer=opt2, scheduler=sched2)
     assert (torch.rand(3), random.random(), np.random.rand())[1:] == expected[1:]
-    ckpt.set_rng_state(torch.load(path / "rng.pt", weights_only=False))
+    ckpt.set_rng_state(torch.load(path / "rng.pt", weights_only=True))
     assert torch.equal(torch.rand(3), expected[0])
     assert state["step"] == 4 and state["data_pos"] == 16
     assert OutcomeCounts.from_dict(state["counts"]) == counts
