@@ -70,6 +70,7 @@ def test_offline_run_reads_back(monkeypatch, tmp_path):
     run = next(r["run"] for r in records if r["type"] == "run")
     assert run["run_group"] == "exp-test"
     assert run["job_type"] == "train"
+    assert not run.get("resume")  # without run_id: a new run of wandb's own id, as for every stage
     assert run["display_name"] == "ucb__s1"
     config = run["config"]["update"]
     assert config["method"] == "ucb" and config["coef"] == 0.2 and config["seed"] == 1
@@ -111,3 +112,103 @@ def test_data_stage_logs_its_manifest_counts(monkeypatch, tmp_path):
     assert (run["run_group"], run["job_type"], run["display_name"]) == ("exp-data", "prepare_data", "data__syn")
     summaries = [r["summary"] for r in records if r["type"] == "summary"]
     assert any("written" in json.dumps(s) for s in summaries)
+
+
+# -- resuming one run ----------------------------------------------------------------------
+
+
+def test_resumable_run_id_is_kept_on_resume_and_new_on_a_fresh_start(monkeypatch, tmp_path):
+    import re
+
+    from obe.tracking import RUN_ID_FILE, resumable_run_id
+
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    first = resumable_run_id(tmp_path, resume=False)
+    assert re.fullmatch(r"[0-9a-f]{16}", first) and FAKE_KEY[:8] not in first
+    assert (tmp_path / RUN_ID_FILE).read_text() == first + "\n"
+    assert resumable_run_id(tmp_path, resume=True) == first  # resume: the same run
+    again = resumable_run_id(tmp_path, resume=False)  # fresh start (e.g. a config-change restart)
+    assert again != first and resumable_run_id(tmp_path, resume=True) == again
+    (tmp_path / RUN_ID_FILE).write_text("../../x?y\n")  # tampered: never passed to wandb
+    fixed = resumable_run_id(tmp_path, resume=True)
+    assert re.fullmatch(r"[0-9a-f]{16}", fixed) and (tmp_path / RUN_ID_FILE).read_text() == fixed + "\n"
+    (tmp_path / RUN_ID_FILE).unlink()
+    assert resumable_run_id(tmp_path, resume=True) != fixed
+    assert sorted(p.name for p in tmp_path.iterdir()) == [RUN_ID_FILE]  # no temporary file left
+
+
+def test_start_run_rejects_a_malformed_run_id(monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    with pytest.raises(ValueError, match="run id"):
+        start_run(stage="train", name="x", config={}, experiment="e", wandb_dir=str(tmp_path), run_id="a/b")
+
+
+def test_a_resumable_run_leaves_a_wandb_core_inherited_from_a_parent():
+    import os
+
+    from obe.tracking import leave_inherited_service
+
+    own = {"WANDB_SERVICE": f"3-{os.getpid()}-unix-/tmp/x/socket", "OTHER": "1"}
+    leave_inherited_service(own)
+    assert own == {"WANDB_SERVICE": f"3-{os.getpid()}-unix-/tmp/x/socket", "OTHER": "1"}
+    inherited = {"WANDB_SERVICE": f"3-{os.getpid() + 1}-tcp-localhost-4242", "OTHER": "1"}
+    leave_inherited_service(inherited)
+    assert inherited == {"OTHER": "1"}
+    leave_inherited_service(inherited)  # nothing to forget
+
+
+def test_resumed_tracker_skips_steps_the_run_already_has(tmp_path):
+    from obe.tracking import WandbTracker, relog_rows
+
+    class FakeRun:
+        starting_step = 4  # what wandb reports for a run resumed online whose last step is 3
+
+        def __init__(self):
+            self.logged = []
+
+        def log(self, metrics, step=None):
+            self.logged.append((step, metrics))
+
+    run = FakeRun()
+    tracker = WandbTracker(run, None, "online")
+    rows = tmp_path / "metrics.jsonl"
+    rows.write_text("".join(json.dumps({"step": s, "loss": s / 10, "kl": None}) + "\n" for s in range(1, 6)))
+    relog_rows(tracker, rows)
+    assert run.logged == [(4, {"step": 4, "loss": 0.4}), (5, {"step": 5, "loss": 0.5})]
+    fresh = FakeRun()
+    fresh.starting_step = 0
+    relog_rows(WandbTracker(fresh, None, "offline"), rows)
+    assert [s for s, _ in fresh.logged] == [1, 2, 3, 4, 5]
+
+
+def _offline_segments(wandb_dir) -> dict[str, list[list[dict]]]:
+    """run id -> the records of each offline run folder of that id, in start order (a folder
+    without a ``.wandb`` file, from a process killed early, has none)."""
+    out: dict[str, list[list[dict]]] = {}
+    for d in sorted(glob.glob(str(wandb_dir / "wandb" / "offline-run-*"))):
+        run_files = glob.glob(d + "/run-*.wandb")
+        assert len(run_files) <= 1, run_files
+        out.setdefault(d.rsplit("-", 1)[1], []).append(_read_records(run_files[0]) if run_files else [])
+    return out
+
+
+@pytest.mark.slow
+def test_offline_resume_writes_a_second_segment_of_the_same_run(monkeypatch, tmp_path):
+    import time
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for steps in (range(1, 4), range(3, 6)):  # the second start re-logs step 3
+        tracker = start_run(stage="train", name="ucb__s1", config={"seed": 1}, experiment="e",
+                            wandb_dir=str(tmp_path), run_id="abc123")
+        for step in steps:
+            tracker.log({"loss": float(step)}, step=step)
+        tracker.finish()
+        time.sleep(1.1)  # offline folders are named by the start second
+    segments = _offline_segments(tmp_path)
+    assert list(segments) == ["abc123"] and len(segments["abc123"]) == 2
+    histories = []
+    for records in segments["abc123"]:
+        run = next(r["run"] for r in records if r["type"] == "run")
+        assert run["run_id"] == "abc123" and run["resume"] is True  # `wandb sync` resumes, not overwrites
+        histories.append([r["history"]["step"]["num"] for r in records if r["type"] == "history"])
+    assert histories == [[1, 2, 3], [3, 4, 5]]

@@ -209,12 +209,12 @@ def test_nan_stops_keeps_checkpoint_and_resume_matches(env, straight, tmp_path, 
     assert_same_run(straight, out)
 
 
-def _spawn(env, out, steps=6):
+def _spawn(env, out, steps=6, wandb_mode="disabled"):
     cmd = [sys.executable, "-m", "obe.train", "--model", env["model"], "--train-data", env["data"],
            "--out", str(out), "--method", "ucb", "--steps", str(steps), "--batch-questions", "4", "--n", "4",
            "--max-new-tokens", str(MAX_NEW), "--lr", "3e-3", "--threads", "1", "--checkpoint-every", "2",
            "--wandb-dir", str(out)]
-    envv = dict(os.environ, WANDB_MODE="disabled", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    envv = dict(os.environ, WANDB_MODE=wandb_mode, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     return subprocess.Popen(cmd, cwd=REPO, env=envv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -255,6 +255,52 @@ def test_sigterm_saves_checkpoint_and_resumes(env, straight, tmp_path):
     assert ckpt.latest(out / "checkpoints").name == f"step_{done}"
     T.train(config(env, out, method="ucb", steps=6))
     assert_same_run(straight, out)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_the_same_wandb_run_and_a_restart_starts_a_new_one(env, tmp_path, monkeypatch):
+    from test_tracking import FAKE_KEY, _offline_segments
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)  # must end up nowhere in the output folder
+    out = tmp_path / "wb"
+    import wandb
+
+    wandb.setup()  # as in a parent that used wandb: WANDB_SERVICE (its wandb-core) is passed to the child
+    proc = _spawn(env, out, wandb_mode="offline")
+    _wait_lines(proc, out / "metrics.jsonl", 3)  # killed somewhere in step 4 (after step_2 was saved)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_id = (out / "wandb_run_id").read_text().strip()
+    T.train(config(env, out, method="ucb", steps=6))  # resumes from step_2
+    assert (out / "wandb_run_id").read_text().strip() == run_id
+    segments = _offline_segments(out)
+    assert list(segments) == [run_id] and len(segments[run_id]) == 2  # the killed start and the resumed one
+    killed, resumed = segments[run_id]
+    # The killed process lost what wandb had not flushed yet (often everything): whatever is there is a prefix.
+    killed_steps = [r["history"]["step"]["num"] for r in killed if r["type"] == "history"]
+    assert killed_steps == list(range(1, len(killed_steps) + 1))
+    run = next(r["run"] for r in resumed if r["type"] == "run")
+    assert run["run_id"] == run_id and run["resume"] is True and run["job_type"] == "train"
+    # The resumed start re-logs the kept rows 1-2, then logs 3-6: the whole history, as in metrics.jsonl.
+    history = [r["history"] for r in resumed if r["type"] == "history"]
+    rows = read_rows(out / "metrics.jsonl")
+    assert [h["step"]["num"] for h in history] == [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    for h, row in zip(history, rows):
+        assert h["item"]["loss"] == pytest.approx(row["loss"]) and h["item"]["reward"] == pytest.approx(row["reward"])
+        assert {k for k, v in row.items() if v is not None} <= set(h["item"])
+    # A config-change restart is a new run: a new id, its own history from step 1.
+    T.train(config(env, out, method="ucb", steps=2, coef=0.3, on_config_change="restart"))
+    new_id = (out / "wandb_run_id").read_text().strip()
+    assert new_id != run_id
+    segments = _offline_segments(out)
+    assert sorted(segments) == sorted([run_id, new_id]) and len(segments[new_id]) == 1
+    (restarted,) = segments[new_id]
+    assert [r["history"]["step"]["num"] for r in restarted if r["type"] == "history"] == [1, 2]
+    assert next(r["run"] for r in restarted if r["type"] == "run")["config"]["update"]["coef"] == 0.3
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert FAKE_KEY.encode() not in path.read_bytes(), path
 
 
 def test_resume_with_other_config_is_refused_or_restarted(env, straight, tmp_path, capsys):

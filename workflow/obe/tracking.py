@@ -17,15 +17,33 @@ If ``wandb`` fails to start (unreachable server, bad key, missing package) the s
 on: first retried offline, then with the ``NullTracker``, with a warning on stderr.
 Results files stay the source of truth; W&B mirrors them with the same keys. The API key
 is read by wandb itself from the environment and never passes through this module.
+
+Resuming (training): a stage that resumes from a checkpoint passes ``run_id`` (kept in its
+output folder by ``resumable_run_id``, random, so it carries nothing from the environment)
+and W&B continues that run (``resume="allow"``). Online, the server reports where the run
+stopped and rows below that step, which the resumed stage re-logs, are skipped (they are
+already there, with the same values). Offline, each start writes its own
+``offline-run-*-<id>`` folder; ``wandb sync`` uploads the folders of one id in start order
+into one run. A killed process loses what wandb had not yet flushed to its ``.wandb`` file
+(up to ~15 s), so a resumed stage re-logs every kept row (``relog_rows``) first, and a
+resumable stage never shares a parent's wandb-core (``leave_inherited_service``).
 """
 
 from __future__ import annotations
 
+import json
 import netrc
 import os
+import re
+import secrets
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
+
+RUN_ID_FILE = "wandb_run_id"
+# What W&B accepts in a run id (and all ``new_run_id`` makes): no path or URL characters.
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class NullTracker:
@@ -56,6 +74,10 @@ class WandbTracker:
         self._run = run
         self._wandb = wandb_module
         self.mode = mode
+        try:  # > 0 only for a run resumed online: the server's last step + 1
+            self._first_step = int(getattr(run, "starting_step", 0) or 0)
+        except Exception:  # noqa: BLE001
+            self._first_step = 0
 
     def _guard(self, what: str, fn, *args, **kwargs) -> None:
         try:
@@ -64,6 +86,8 @@ class WandbTracker:
             print(f"obe.tracking: W&B {what} failed ({exc!r}); continuing", file=sys.stderr)
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        if step is not None and step < self._first_step:
+            return  # already in the resumed run (W&B would drop it with a warning)
         self._guard("log", self._run.log, dict(metrics), step=step)
 
     def log_table(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -112,6 +136,64 @@ def run_name(method: str, seed: int, step: int | None = None) -> str:
     return name if step is None else f"{name}__step{step}"
 
 
+def new_run_id() -> str:
+    """A fresh random W&B run id: 16 lowercase hex digits, nothing taken from the environment."""
+    return secrets.token_hex(8)
+
+
+def resumable_run_id(folder: str | os.PathLike, *, resume: bool) -> str:
+    """The W&B run id of the run whose outputs (and checkpoints) live in ``folder``.
+
+    ``resume=True`` (going on from a checkpoint) reuses the id saved in ``folder/wandb_run_id``;
+    a fresh start (first start, ``--on-config-change restart``, killed before the first
+    checkpoint) or a missing or malformed file gets a new id, saved atomically.
+    """
+    path = Path(folder) / RUN_ID_FILE
+    if resume:
+        try:
+            saved = path.read_text().strip()
+        except OSError:
+            saved = ""
+        if _RUN_ID.fullmatch(saved):
+            return saved
+    run_id = new_run_id()
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(run_id + "\n")
+    os.replace(tmp, path)
+    return run_id
+
+
+def relog_rows(tracker: NullTracker | WandbTracker, path: str | os.PathLike) -> None:
+    """Log again each JSON row (with its ``step``) of a metrics file, null values left out.
+
+    For a resumed run: online, rows W&B already has are skipped (``WandbTracker.log``);
+    offline, the resumed segment then holds the whole history up to the checkpoint.
+    """
+    if isinstance(tracker, NullTracker) or not os.path.exists(path):
+        return
+    try:
+        with open(path) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError) as exc:
+        print(f"obe.tracking: cannot re-log {path} ({exc!r}); continuing", file=sys.stderr)
+        return
+    for row in rows:
+        tracker.log({k: v for k, v in row.items() if v is not None}, step=row.get("step"))
+
+
+def leave_inherited_service(environ: dict[str, str] | None = None) -> None:
+    """Forget a wandb-core service inherited from a parent process (``WANDB_SERVICE``, which
+    wandb sets in a process that used it, so children share its core).
+
+    A resumable stage needs its own core, one that dies with it: a shared core keeps a killed
+    stage's run id "in use", and the resumed stage could then not log to that run at all.
+    """
+    env = os.environ if environ is None else environ
+    token = env.get("WANDB_SERVICE", "")  # "<version>-<pid that started the core>-unix|tcp-..."
+    if token and token.split("-")[1:2] != [str(os.getpid())]:
+        del env["WANDB_SERVICE"]
+
+
 def start_run(
     *,
     stage: str,
@@ -122,12 +204,17 @@ def start_run(
     project: str | None = None,
     entity: str | None = None,
     tags: Sequence[str] = (),
+    run_id: str | None = None,
 ) -> NullTracker | WandbTracker:
     """Start a W&B run for one stage, or a ``NullTracker`` when W&B is off or unavailable.
 
     ``project``/``entity`` fall back to ``WANDB_PROJECT``/``WANDB_ENTITY`` and then to
     ``obe``/the account default. ``wandb_dir`` is where offline runs are written.
+    ``run_id`` (see ``resumable_run_id``) continues the run with that id if it exists
+    (``resume="allow"``); without it wandb makes a new id, as for every other stage.
     """
+    if run_id is not None and not _RUN_ID.fullmatch(run_id):
+        raise ValueError(f"W&B run id must be 1-64 letters, digits, '_' or '-', got {run_id!r}")
     mode = resolve_mode()
     if mode == "disabled":
         return NullTracker()
@@ -150,6 +237,9 @@ def start_run(
         dir=wandb_dir,
         reinit="finish_previous",
     )
+    if run_id is not None:
+        kwargs.update(id=run_id, resume="allow")
+        leave_inherited_service()
     for attempt_mode in ([mode, "offline"] if mode == "online" else [mode]):
         try:
             # How long to wait for the server before falling back to offline.

@@ -356,7 +356,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from obe.records import read_jsonl
-    from obe.tracking import run_name, start_run
+    from obe.tracking import relog_rows, resumable_run_id, run_name, start_run
 
     # -- setup ---------------------------------------------------------------------
     torch.set_num_threads(cfg.threads)
@@ -415,8 +415,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     for q, k, _ in counts:
         distinct_q[q] = distinct_q.get(q, 0) + (k not in SENTINEL_KEYS)
     metrics_f, rollouts_f = open(metrics_path, "a"), open(rollouts_path, "a")
+    # One W&B run per training run: a resume continues it (re-logging the kept rows), a restart makes a new one.
     tracker = start_run(stage="train", name=run_name(cfg.method, cfg.seed), config=cfg.to_dict(),
-                        experiment=cfg.experiment, wandb_dir=cfg.wandb_dir, tags=[cfg.method])
+                        experiment=cfg.experiment, wandb_dir=cfg.wandb_dir, tags=[cfg.method],
+                        run_id=resumable_run_id(out, resume=last is not None))
+    if last is not None:
+        relog_rows(tracker, metrics_path)
     stop = {"signal": None}
 
     def on_signal(signum, frame):  # checked between steps
