@@ -163,10 +163,14 @@ def test_exploration_options_run(env, tmp_path, opts):
         assert all(r["bonus/max"] == 0 for r in read_rows(out / "metrics.jsonl"))
 
 
-def test_beta_mu_micro_batch_options_run(env, tmp_path):
+@pytest.mark.parametrize("engine", ["lean", "hf"])
+def test_beta_mu_micro_batch_options_run(env, tmp_path, engine, capsys):
     out = tmp_path / "opts"
+    # micro_batch 5 with n = 4 cuts groups across micro-batches (the lean forward shares a
+    # prompt only between consecutive rows that have it)
     T.train(config(env, out, method="batch", steps=2, beta=0.05, mu=2, micro_batch=5, agg="dr_grpo",
-                   scale="none", std="population", lr_schedule="cosine", warmup_steps=1))
+                   scale="none", std="population", lr_schedule="cosine", warmup_steps=1, engine=engine))
+    assert f"engine {engine}" in capsys.readouterr().err
     rows = read_rows(out / "metrics.jsonl")
     assert rows[-1]["kl"] is not None and rows[-1]["kl"] >= 0
     assert rows[0]["lr"] == pytest.approx(3e-3)  # warmup 1 step: full lr at step 1

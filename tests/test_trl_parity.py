@@ -50,6 +50,7 @@ from obe.counts import OutcomeCounts  # noqa: E402
 from obe.grading import grade  # noqa: E402
 from obe.loss import policy_loss, token_logprobs  # noqa: E402
 from obe.rollout import completion_mask, left_pad  # noqa: E402
+from obe.fastlm import LeanLM  # noqa: E402
 from obe.train import forward_logits  # noqa: E402
 
 from tiny_model import build_tiny_model  # noqa: E402
@@ -113,8 +114,9 @@ def _params(model):
 # -- obe --------------------------------------------------------------------------------
 
 
-def obe_step(s, agg: str, scale: str) -> dict:
-    """One obe training step on the fixed batch, as obe.train's loop does it (mu = 1)."""
+def obe_step(s, agg: str, scale: str, engine: str = "hf") -> dict:
+    """One obe training step on the fixed batch, as obe.train's loop does it (mu = 1), with
+    the HF forward (``engine="hf"``) or obe.fastlm's (``"lean"``, obe.train's CPU default)."""
     from transformers import AutoModelForCausalLM
 
     tok = s["tok"]
@@ -145,7 +147,7 @@ def obe_step(s, agg: str, scale: str) -> dict:
     norm = dict(total_tokens=float(c_mask.sum())) if agg == "token_mean" else dict(num_sequences=float(B * N))
 
     opt.zero_grad(set_to_none=True)
-    logits = forward_logits(model, p_ids, p_mask, c_ids, c_mask)
+    logits = forward_logits(model, p_ids, p_mask, c_ids, c_mask, LeanLM(model) if engine == "lean" else None)
     logp = token_logprobs(logits, c_ids, 1.0)
     loss, _ = policy_loss(logp, None, adv_ST, c_mask, eps_low=EPS_LOW, eps_high=EPS_HIGH, beta=0.0, agg=agg,
                           max_completion_length=MAX_NEW, **norm)
@@ -276,9 +278,13 @@ COMBOS = [(lt, agg, sc) for lt, agg in (("grpo", "seq_mean_token_mean"), ("dapo"
 @pytest.mark.slow
 @pytest.mark.parametrize("loss_type,agg,scale", COMBOS, ids=[f"{c[0]}-{c[2]}" for c in COMBOS])
 def test_one_step_matches_trl(setup, tmp_path, loss_type, agg, scale):
-    o = obe_step(setup, agg, scale)
     t = trl_step(setup, loss_type, scale, tmp_path)
     assert t["lr"] == pytest.approx(LR, rel=0, abs=0)
+    for engine in ("hf", "lean"):
+        check_obe_against_trl(setup, obe_step(setup, agg, scale, engine), t, f"{loss_type}/{scale}/{engine}")
+
+
+def check_obe_against_trl(setup: dict, o: dict, t: dict, label: str) -> None:
     # the loss of one on-policy step is -(weighted mean advantage): ~0 for the per-sequence
     # mean with centred advantages, so its scale is the mean |advantage| (and not |loss|)
     adv_scale = float(o["adv"].abs().mean())
@@ -294,12 +300,12 @@ def test_one_step_matches_trl(setup, tmp_path, loss_type, agg, scale):
         "update_same_grads": _rel(adamw_update(setup, t["grads"]), t["update"]),
     }
     info = {"update_all_entries": _rel(o["update"], t["update"])}
-    print(f"\n[trl parity] {loss_type}/{scale}: loss obe={o['loss']:.9g} trl={t['loss']:.9g} "
+    print(f"\n[trl parity] {label}: loss obe={o['loss']:.9g} trl={t['loss']:.9g} "
           f"grad_norm obe={o['grad_norm']:.9g} trl={t['grad_norm']:.9g} | max rel diffs: "
           + ", ".join(f"{k}={v:.2e}" for k, v in {**diffs, **info}.items()))
     assert o["grad_norm"] > 0 and float(o["adv"].abs().max()) > 0
     bad = {k: v for k, v in diffs.items() if not v <= TOL}
-    assert not bad, f"obe vs TRL ({loss_type}, scale {scale}) differ by more than {TOL} relative: {bad}"
+    assert not bad, f"obe vs TRL ({label}) differ by more than {TOL} relative: {bad}"
 
 
 @pytest.mark.slow

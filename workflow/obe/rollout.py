@@ -1,4 +1,4 @@
-"""Rollouts for the RL trainer: B prompts x n samples with one ``model.generate`` call.
+"""Rollouts for the RL trainer: B prompts x n samples in one batched call (``model.generate`` or :mod:`obe.fastlm`).
 
 :func:`generate_rollouts` returns token tensors ready for the update (left-padded prompts,
 right-padded completions, a completion mask that stops after the first EOS, EOS included),
@@ -99,8 +99,12 @@ def completion_mask(completion_ids: torch.Tensor, eos: Sequence[int]) -> torch.T
     return (before == 0).long()
 
 
-def generate_rollouts(model, tokenizer, prompt_ids: Sequence[Sequence[int]], cfg: RolloutConfig, seed: int) -> Rollouts:
-    """``cfg.n`` samples for each prompt in one ``generate`` call, seeded by ``seed``."""
+def generate_rollouts(model, tokenizer, prompt_ids: Sequence[Sequence[int]], cfg: RolloutConfig, seed: int,
+                      lean=None) -> Rollouts:
+    """``cfg.n`` samples for each prompt in one ``generate`` call, seeded by ``seed``.
+
+    ``lean``: an :class:`obe.fastlm.LeanLM` of ``model`` to sample with instead of
+    ``model.generate`` (same distribution, different random stream)."""
     from transformers import GenerationConfig
 
     eos = eos_token_ids(model, tokenizer)
@@ -119,11 +123,16 @@ def generate_rollouts(model, tokenizer, prompt_ids: Sequence[Sequence[int]], cfg
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.inference_mode():
             torch.manual_seed(seed)
-            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=gen_cfg)
+            if lean is not None:
+                comp = lean.generate(ids.to(device), mask.to(device), max_new_tokens=cfg.max_new_tokens,
+                                     eos_token_ids=eos, pad_token_id=pad, temperature=cfg.temperature, top_p=cfg.top_p)
+            else:
+                comp = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                      generation_config=gen_cfg)[:, ids.shape[1]:]
     finally:
         model.generation_config = saved
         model.train(was_training)
-    comp = out[:, ids.shape[1]:].cpu().clone()  # clone outside inference mode: a normal tensor
+    comp = comp.cpu().clone()  # clone outside inference mode: a normal tensor
     if comp.shape[1] == 0:  # cannot happen with max_new_tokens >= 1, but keep shapes sane
         comp = torch.full((len(rows), 1), pad, dtype=torch.long)
     cmask = completion_mask(comp, eos)

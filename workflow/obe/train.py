@@ -69,6 +69,7 @@ from obe.advantages import AdvantageConfig, binary_rewards
 from obe.bonuses import BONUSES, ExplorationConfig, exploration_step, token_advantages
 from obe.counts import OutcomeCounts
 from obe.grading import SENTINEL_KEYS, grade
+from obe.fastlm import ENGINES, LeanLM, resolve_engine
 from obe.loss import LossConfig, policy_loss, token_entropy, token_logprobs
 from obe.rollout import RolloutConfig, answer_token_mask, encode_prompts, generate_rollouts
 from obe.sampling import derive_seed
@@ -163,6 +164,7 @@ class TrainConfig:
     save_steps: tuple[int, ...] = ()
     threads: int = 2
     device: str = "cpu"
+    engine: str = "auto"
     experiment: str = "default"
     wandb_dir: str = ""
     on_config_change: str = "error"
@@ -172,6 +174,8 @@ class TrainConfig:
         if isinstance(self.save_steps, str):
             object.__setattr__(self, "save_steps", tuple(int(s) for s in self.save_steps.split(",") if s.strip()))
         object.__setattr__(self, "save_steps", tuple(sorted(int(s) for s in self.save_steps)))
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
         for name in ("steps", "batch_questions", "mu", "threads", "checkpoint_every"):
@@ -227,11 +231,14 @@ HELP = {
     "checkpoint_every": "save a resumable checkpoint every K steps (and at the end)",
     "keep_checkpoints": "keep the newest K checkpoints (0 = all)",
     "save_steps": "comma-separated steps whose HF model is saved to snapshots/step_N for evaluation",
-    "threads": "torch CPU threads", "device": "torch device of the policy (cpu, cuda, ...)", "experiment": "W&B group", "wandb_dir": "W&B directory (default OUT)",
+    "threads": "torch CPU threads", "device": "torch device of the policy (cpu, cuda, ...)",
+    "engine": "rollouts and log-probs: lean (obe.fastlm, Llama/Qwen2 only), hf (model.generate + HF forward), "
+              "auto (lean on CPU when the model is supported, else hf)",
+    "experiment": "W&B group", "wandb_dir": "W&B directory (default OUT)",
     "on_config_change": "a checkpoint made with another config: error (refuse) or restart (wipe OUT, start over)",
     "debug_nan_step": "TESTING ONLY: make the loss NaN at this step (0 = off)",
 }
-CHOICES = {"method": sorted(BONUSES), "on_config_change": ["error", "restart"], "lr_schedule": ["constant", "cosine"], "scale": ["group", "none"],
+CHOICES = {"method": sorted(BONUSES), "engine": list(ENGINES), "on_config_change": ["error", "restart"], "lr_schedule": ["constant", "cosine"], "scale": ["group", "none"],
            "std": ["population", "sample"], "agg": ["token_mean", "seq_mean_token_mean", "dr_grpo"]}
 
 
@@ -303,10 +310,14 @@ def batch_indices(num: int, pos: int, size: int, seed: int) -> list[int]:
     return [perm(g // num)[g % num] for g in range(pos, pos + size)]
 
 
-def forward_logits(model, prompt_ids, prompt_mask, comp_ids, comp_mask) -> torch.Tensor:
+def forward_logits(model, prompt_ids, prompt_mask, comp_ids, comp_mask, lean: Optional[LeanLM] = None) -> torch.Tensor:
     """``[S, T, V]`` logits of the completion tokens (one forward, lm head on T+1 positions).
 
-    Position ids follow the left padding (``cumsum(mask) - 1``), as ``generate`` does."""
+    Position ids follow the left padding (``cumsum(mask) - 1``), as ``generate`` does. With
+    ``lean`` (a :class:`LeanLM` of ``model``), the same logits from obe.fastlm, which runs
+    each distinct prompt once for its n completions."""
+    if lean is not None:
+        return lean.completion_logits(prompt_ids, prompt_mask, comp_ids, comp_mask)
     dev = next(model.parameters()).device
     ids = torch.cat([prompt_ids, comp_ids], dim=1).to(dev)
     attn = torch.cat([prompt_mask, comp_mask], dim=1).to(dev)
@@ -386,9 +397,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     dev = torch.device(cfg.device)
     model = AutoModelForCausalLM.from_pretrained(str(last / "model") if last else cfg.model, dtype=torch.float32)
     model.to(dev).train()
+    lean = resolve_engine(cfg.engine, model, dev)
+    print(f"obe.train: engine {'lean (obe.fastlm)' if lean else 'hf'}", file=sys.stderr, flush=True)
     ref = None
     if cfg.beta > 0:
         ref = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32).to(dev).eval().requires_grad_(False)
+    ref_lean = LeanLM(ref) if (ref is not None and lean is not None) else None
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
@@ -452,7 +466,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             # -- rollout -------------------------------------------------------------
             try:
                 ro = generate_rollouts(model, tokenizer, [prompt_ids[i] for i in idx], roll_cfg,
-                                       derive_seed(cfg.seed, "rollout", step))
+                                       derive_seed(cfg.seed, "rollout", step), lean=lean)
             except RuntimeError as exc:  # sampling from NaN/inf logits: the policy diverged
                 if "nan" not in str(exc).lower():
                     raise
@@ -483,16 +497,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             with torch.no_grad():
                 for j, (p_ids, p_m, c_ids, c_m, _) in enumerate(chunks):
                     if cfg.mu > 1:
-                        old_lp[j] = token_logprobs(forward_logits(model, p_ids, p_m, c_ids, c_m), c_ids, cfg.temperature)
+                        old_lp[j] = token_logprobs(forward_logits(model, p_ids, p_m, c_ids, c_m, lean), c_ids, cfg.temperature)
                     if ref is not None:
-                        ref_lp[j] = token_logprobs(forward_logits(ref, p_ids, p_m, c_ids, c_m), c_ids, cfg.temperature)
+                        ref_lp[j] = token_logprobs(forward_logits(ref, p_ids, p_m, c_ids, c_m, ref_lean), c_ids, cfg.temperature)
             ent_parts: list[torch.Tensor] = []
             acc: dict[str, float] = {"loss": 0.0, "grad_norm": 0.0, "kl": 0.0, "clip": 0.0, "low": 0.0, "high": 0.0, "tok": 0.0}
             for it in range(cfg.mu):
                 optimizer.zero_grad(set_to_none=True)
                 loss_sum = 0.0
                 for j, (p_ids, p_m, c_ids, c_m, adv) in enumerate(chunks):
-                    logits = forward_logits(model, p_ids, p_m, c_ids, c_m)
+                    logits = forward_logits(model, p_ids, p_m, c_ids, c_m, lean)
                     logp = token_logprobs(logits, c_ids, cfg.temperature)
                     if it == 0:
                         with torch.no_grad():
