@@ -97,6 +97,7 @@ def sampling_args():
         "--top-p", s.get("top_p", 1.0),
         "--max-new-tokens", s.get("max_new_tokens", 512),
         "--batch-size", s.get("batch_size", 16),
+        "--engine", s.get("engine", "auto"),
     ]
     if s.get("backend") == "vllm" and "gpu_memory_utilization" in s:
         args += ["--gpu-memory-utilization", s["gpu_memory_utilization"]]
@@ -134,6 +135,7 @@ def train_args(method, seed):
         "adv-eps": t["adv_eps"],
         "mu": t["mu"],
         "checkpoint-every": t["checkpoint_every"],
+        "engine": t["engine"],
         "save-steps": ",".join(str(x) for x in eval_steps()),
         "max-new-tokens": s["max_new_tokens"],
         "temperature": s["temperature"],

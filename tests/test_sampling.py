@@ -63,12 +63,13 @@ def texts(result):
     return [[c.text for c in comps] for comps in result]
 
 
-def test_hf_deterministic_per_seed(tiny):
+@pytest.mark.parametrize("engine", ["lean", "hf"])
+def test_hf_deterministic_per_seed(engine, tiny):
     model, tok = tiny
     cfg = SamplingConfig(max_new_tokens=12, seed=0, batch_size=4)
-    a = generate_texts(model, tok, PROMPTS, 3, cfg)
-    b = generate_texts(model, tok, PROMPTS, 3, cfg)
-    c = generate_texts(model, tok, PROMPTS, 3, SamplingConfig(max_new_tokens=12, seed=1, batch_size=4))
+    a = generate_texts(model, tok, PROMPTS, 3, cfg, engine=engine)
+    b = generate_texts(model, tok, PROMPTS, 3, cfg, engine=engine)
+    c = generate_texts(model, tok, PROMPTS, 3, SamplingConfig(max_new_tokens=12, seed=1, batch_size=4), engine=engine)
     assert [len(x) for x in a] == [3, 3, 3]
     assert texts(a) == texts(b)
     assert texts(a) != texts(c)
@@ -76,40 +77,43 @@ def test_hf_deterministic_per_seed(tiny):
     assert len(set(texts(a)[0])) > 1
 
 
-def test_hf_leaves_global_rng_alone(tiny):
+@pytest.mark.parametrize("engine", ["lean", "hf"])
+def test_hf_leaves_global_rng_alone(engine, tiny):
     model, tok = tiny
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    generate_texts(model, tok, PROMPTS[:1], 2, SamplingConfig(max_new_tokens=4))
+    generate_texts(model, tok, PROMPTS[:1], 2, SamplingConfig(max_new_tokens=4), engine=engine)
     assert torch.equal(torch.rand(3), expected)
 
 
-def test_hf_greedy_and_checkpoint_defaults_ignored(tiny):
+@pytest.mark.parametrize("engine", ["lean", "hf"])
+def test_hf_greedy_and_checkpoint_defaults_ignored(engine, tiny):
     model, tok = tiny
-    greedy = generate_texts(model, tok, PROMPTS[:1], 3, SamplingConfig(temperature=0.0, max_new_tokens=8))
+    greedy = generate_texts(model, tok, PROMPTS[:1], 3, SamplingConfig(temperature=0.0, max_new_tokens=8), engine=engine)
     assert len(set(texts(greedy)[0])) == 1
     # A checkpoint default such as top_k=1 would make sampling greedy; it must not leak in.
     saved = model.generation_config.top_k
     model.generation_config.top_k = 1
     try:
-        sampled = generate_texts(model, tok, PROMPTS[:1], 4, SamplingConfig(max_new_tokens=8))
+        sampled = generate_texts(model, tok, PROMPTS[:1], 4, SamplingConfig(max_new_tokens=8), engine=engine)
     finally:
         model.generation_config.top_k = saved
     assert len(set(texts(sampled)[0])) > 1
     assert model.generation_config.top_k == saved
 
 
-def test_hf_finish_reasons_and_token_counts(tiny, stopping_dir):
+@pytest.mark.parametrize("engine", ["lean", "hf"])
+def test_hf_finish_reasons_and_token_counts(engine, tiny, stopping_dir):
     model, tok = tiny
-    res = generate_texts(model, tok, PROMPTS, 2, SamplingConfig(max_new_tokens=5))
+    res = generate_texts(model, tok, PROMPTS, 2, SamplingConfig(max_new_tokens=5), engine=engine)
     # random weights over ~100 tokens: EOS within 5 steps is rare; at least one hits the limit
     lengths = [c for comps in res for c in comps if c.finish_reason == "length"]
     assert lengths and all(c.num_tokens == 5 == len(c.token_ids) for c in lengths)
 
     smodel, stok = load(ModelConfig(stopping_dir))
     eos = stok.eos_token_id
-    res = generate_texts(smodel, stok, PROMPTS, 4, SamplingConfig(max_new_tokens=40, batch_size=5))
+    res = generate_texts(smodel, stok, PROMPTS, 4, SamplingConfig(max_new_tokens=40, batch_size=5), engine=engine)
     flat = [c for comps in res for c in comps]
     stops = [c for c in flat if c.finish_reason == "stop"]
     assert stops, "the EOS-biased model should stop early"
@@ -123,6 +127,15 @@ def test_hf_finish_reasons_and_token_counts(tiny, stopping_dir):
             assert c.num_tokens == 40 and eos not in c.token_ids
     # finished rows were padded inside the batch; no padding may leak into counts
     assert len({c.num_tokens for c in stops}) > 1
+
+
+def test_lean_and_hf_engines_agree_greedily(tiny, stopping_dir):
+    """Greedy decoding is deterministic, so both engines must give the same completions."""
+    for model, tok in (tiny, load(ModelConfig(stopping_dir))):
+        cfg = SamplingConfig(temperature=0.0, max_new_tokens=12, batch_size=4)
+        lean = generate_texts(model, tok, PROMPTS, 2, cfg, engine="lean")
+        hf = generate_texts(model, tok, PROMPTS, 2, cfg, engine="hf")
+        assert lean == hf
 
 
 def run_cli(args, check=True):
@@ -160,6 +173,7 @@ def test_cli_rows_schema_and_meta(stopping_dir, data_file, tmp_path):
     meta = json.loads(sampling.meta_path(out).read_text())
     assert meta["model"]["name_or_path"] == stopping_dir
     assert meta["n"] == 3 and meta["backend"] == "hf" and meta["num_questions"] == 4
+    assert meta["engine"] == "lean"  # auto: obe.fastlm on CPU for this Llama
     assert meta["sampling"] == {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 10, "seed": 0, "batch_size": 4}
     # In-process API with question ids as keys gives exactly the CLI's samples.
     model, tok = load(ModelConfig(stopping_dir))

@@ -13,7 +13,10 @@ fills them, so a grader change never reruns sampling.
 Backends
 --------
 ``hf``: batched ``model.generate`` (KV cache, left padding, temperature / top-p / max new
-tokens, stop at EOS). Rows (question, sample) are laid out question-major and cut into
+tokens, stop at EOS), or with ``--engine lean`` (the CLI default on CPU for Llama/Qwen2
+models, ``auto``) obe.fastlm's sampling loop over the same weights, which samples the same
+distribution several times faster on CPU but draws different samples for a seed; the
+engine used is recorded in the meta. Rows (question, sample) are laid out question-major and cut into
 contiguous batches of ``batch_size`` sequences; each batch is seeded with a hash of
 ``(seed, question id and sample index of its first row)`` inside a forked RNG (the caller's
 global RNG state is left untouched). Output is therefore deterministic for a given seed,
@@ -150,14 +153,19 @@ Row = tuple[int, int]  # (question index, sample index)
 
 
 class HFBackend:
-    """``transformers`` ``model.generate`` backend (CPU or GPU)."""
+    """``transformers`` model backend (CPU or GPU): ``model.generate``, or obe.fastlm's lean
+    sampling loop on the same weights (``engine``: see :func:`obe.fastlm.resolve_engine`)."""
 
     name = "hf"
 
-    def __init__(self, model, tokenizer):
+    def __init__(self, model, tokenizer, engine: str = "auto"):
         from transformers import GenerationConfig
 
+        from obe.fastlm import resolve_engine
+
         self.model = model
+        self.lean = resolve_engine(engine, model, model.device)
+        self.engine = "lean" if self.lean is not None else "hf"
         self.tokenizer = tokenizer
         self.eos_ids = eos_token_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
@@ -213,8 +221,14 @@ class HFBackend:
         devices = [device] if device.type == "cuda" else []
         with torch.inference_mode(), torch.random.fork_rng(devices=devices), self._only_our_generation_config():
             torch.manual_seed(seed)
-            out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=gen_cfg)
-        return [self._completion(row) for row in out[:, width:].tolist()]
+            if self.lean is not None:
+                new = self.lean.generate(input_ids, attention_mask, max_new_tokens=cfg.max_new_tokens,
+                                         eos_token_ids=self.eos_ids, pad_token_id=self.pad_id,
+                                         temperature=cfg.temperature, top_p=cfg.top_p)
+            else:
+                new = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                          generation_config=gen_cfg)[:, width:]
+        return [self._completion(row) for row in new.tolist()]
 
     def _completion(self, generated: list[int]) -> Completion:
         eos = set(self.eos_ids)
@@ -345,9 +359,9 @@ def is_vllm_engine(obj) -> bool:
     return type(obj).__module__.split(".")[0] == "vllm"
 
 
-def make_backend(model, tokenizer):
-    """The backend for a loaded HF model or a ``vllm.LLM``."""
-    return VLLMBackend(model, tokenizer) if is_vllm_engine(model) else HFBackend(model, tokenizer)
+def make_backend(model, tokenizer, engine: str = "auto"):
+    """The backend for a loaded HF model (with that ``engine``) or a ``vllm.LLM``."""
+    return VLLMBackend(model, tokenizer) if is_vllm_engine(model) else HFBackend(model, tokenizer, engine)
 
 
 def generate_texts(
@@ -360,17 +374,19 @@ def generate_texts(
     add_special_tokens: bool = True,
     keys: Sequence[str] | None = None,
     progress: bool = False,
+    engine: str = "auto",
 ) -> list[list[Completion]]:
     """n completions per prompt (in-process API for evaluation / base-model stages).
 
     ``model`` is a HF causal LM, a ``vllm.LLM`` or a backend object. ``keys`` (default: the
     prompt indices) are the per-question seed keys; pass question ids to get exactly the
     samples the CLI would produce. Use ``add_special_tokens=models.prompt_adds_special_tokens(...)``
-    for prompts built by :func:`obe.models.build_prompt`.
+    for prompts built by :func:`obe.models.build_prompt`. ``engine``: as the CLI's ``--engine``
+    (HF models only).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    backend = model if hasattr(model, "plan") and hasattr(model, "run") else make_backend(model, tokenizer)
+    backend = model if hasattr(model, "plan") and hasattr(model, "run") else make_backend(model, tokenizer, engine)
     keys = [str(i) for i in range(len(prompts))] if keys is None else list(keys)
     if len(keys) != len(prompts):
         raise ValueError("keys and prompts must have the same length")
@@ -560,6 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=1, help="samples per question")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--backend", choices=("hf", "vllm"), default="hf", help="generation backend (vllm needs a GPU)")
+    p.add_argument("--engine", choices=("auto", "lean", "hf"), default="auto",
+                   help="hf backend: lean (obe.fastlm sampling loop; Llama/Qwen2), hf (model.generate), "
+                        "auto (lean on CPU when the model is supported). Same distribution, different samples")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold")
     p.add_argument("--max-new-tokens", type=int, default=512, help="completion token budget")
@@ -639,13 +658,16 @@ def _main(args: argparse.Namespace) -> int:
     if args.backend == "vllm":
         meta["vllm"] = {"max_model_len": args.max_model_len, "tensor_parallel_size": args.tensor_parallel_size}
     out = Path(args.out)
-    # Check the meta before loading a (possibly large) model.
-    check_or_write_meta(out, meta)
-
     tokenizer = load_tokenizer(model_cfg)
     if args.backend == "hf":
-        backend = HFBackend(load_model(model_cfg), tokenizer)
+        # the engine decides which samples a seed gives, so it is part of the meta; the
+        # model is loaded first to resolve "auto"
+        backend = HFBackend(load_model(model_cfg), tokenizer, engine=args.engine)
+        meta["engine"] = backend.engine
+        check_or_write_meta(out, meta)
     else:
+        # Check the meta before loading a (possibly large) model.
+        check_or_write_meta(out, meta)
         backend = VLLMBackend.from_config(
             model_cfg,
             seed=args.seed,
