@@ -1,7 +1,7 @@
 """Seconds per GRPO step: obe's trainer vs TRL's ``GRPOTrainer`` (and a bare loop), on CPU.
 
     .venv/bin/python bench/grpo_step.py [--threads 2] [--steps 8] [--warmup 2] [--rounds 2]
-                                         [--obe-variant static] [--skip-explore]
+                                         [--sides obe,obe:hf,trl,bare] [--skip-explore]
 
 Same settings on every side: a random ~0.8M-parameter Qwen2-style model with the char
 tokenizer of ``tests/tiny_model.py`` (fp32), 4 synthetic arithmetic prompts x 8 samples,
@@ -11,16 +11,16 @@ grad clip 1.0, no gradient checkpointing.
 
 * obe: the real ``obe.train.train`` loop (method grpo), timings read back from its
   ``metrics.jsonl`` (``time/generate``, ``time/grade``, ``time/update``, ``time/step``).
+  ``obe`` uses the trainer's default engine (``auto``: obe.fastlm's lean forward on CPU);
+  ``obe:hf`` forces ``--engine hf`` (``model.generate`` and the HF forward), which shows
+  what the lean engine buys.
 * trl: ``GRPOTrainer`` (no vLLM); generation = ``_generate``, reward = ``_calculate_rewards``
   (both wrapped with timers), step = ``on_step_begin`` .. ``on_step_end``; update = the rest.
 * bare: ``model.generate`` + one forward/backward + AdamW step (no reward: 0).
 
 Each side runs in its own subprocess (so its peak RSS, ``ru_maxrss``, is its own), the
 sides alternate for ``--rounds`` rounds, and the medians are over all measured steps
-(``--warmup`` steps per process dropped). ``--obe-variant`` tries a rollout speed-up on the
-obe side without touching obe's code (``static``: ``cache_implementation="static"``;
-``compile``: static cache + ``torch.compile`` of the decode step; ``lean``: a minimal
-sampling loop instead of ``model.generate``, see :func:`lean_generate`). Then (unless
+(``--warmup`` steps per process dropped). Then (unless
 ``--skip-explore``) the cost of each exploration method's advantage block (bonus, count
 update, answer-token mask) against grpo, and the size of the count table after 10,000
 simulated steps of 16 questions x 8 samples. Prints; never asserts.
@@ -94,77 +94,14 @@ def rss_mib() -> float:
 # -- the three sides (each in a child process) ---------------------------------------------
 
 
-def lean_generate(model, input_ids, attention_mask, generation_config):
-    """A minimal sampling loop (KV cache, temperature, top-p 1, stop when every row hit EOS)
-    returning what ``model.generate`` returns: prompt + completion ids, pad after EOS."""
-    import torch
-
-    g = generation_config
-    if g.top_p not in (None, 1.0) or (g.top_k or 0) != 0:
-        raise ValueError("lean_generate: top-p 1 and no top-k only")
-    eos = torch.tensor(g.eos_token_id if isinstance(g.eos_token_id, list) else [g.eos_token_id])
-    attn = attention_mask
-    pos = (attn.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
-    cache, logits = out.past_key_values, out.logits[:, -1]
-    done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
-    toks = []
-    for t in range(g.max_new_tokens):
-        probs = torch.softmax(logits.float() / g.temperature, dim=-1)
-        nxt = torch.multinomial(probs, 1).squeeze(1).masked_fill(done, g.pad_token_id)
-        toks.append(nxt)
-        done |= torch.isin(nxt, eos)
-        if t + 1 == g.max_new_tokens or bool(done.all()):
-            break
-        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
-        pos = pos[:, -1:] + 1
-        out = model(input_ids=nxt[:, None], attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True)
-        cache, logits = out.past_key_values, out.logits[:, -1]
-    return torch.cat([input_ids, torch.stack(toks, dim=1)], dim=1)
-
-
-def patch_obe_rollouts(variant: str) -> None:
-    """Swap obe.train's sampler for a variant, without touching obe's code (bench only):
-    ``static`` static KV cache; ``compile`` static cache + torch.compile of the decode
-    forward (HF's auto-compile, forced on CPU); ``lean`` :func:`lean_generate`."""
-    import obe.train as T
-    from transformers.generation.configuration_utils import CompileConfig
-
-    original = T.generate_rollouts
-
-    def wrapped(model, tokenizer, prompt_ids, cfg, seed):
-        if not getattr(model, "_bench_patched", False):
-            gen = model.generate
-
-            def generate(*args, **kw):
-                if variant == "lean":
-                    return lean_generate(model, kw["input_ids"], kw["attention_mask"], kw["generation_config"])
-                kw["cache_implementation"] = "static"
-                if variant == "compile":
-                    cc = CompileConfig(mode="default")
-                    cc._compile_all_devices = True
-                    kw.update(disable_compile=False, compile_config=cc)
-                else:
-                    kw["disable_compile"] = True
-                return gen(*args, **kw)
-
-            model.generate = generate
-            model._bench_patched = True
-        return original(model, tokenizer, prompt_ids, cfg, seed)
-
-    T.generate_rollouts = wrapped
-
-
 def child_obe(a, work: Path) -> list[dict]:
     from obe.train import TrainConfig, train
 
-    if a.obe_variant != "none":
-        patch_obe_rollouts(a.obe_variant)
     out = work / f"obe_run_{os.getpid()}"
     cfg = TrainConfig(model=str(work / "model"), train_data=str(work / "train.jsonl"), out=str(out), method="grpo",
                       steps=a.warmup + a.steps, batch_questions=a.prompts, n=a.n, max_new_tokens=a.max_new_tokens,
                       lr=LR, threads=a.threads, checkpoint_every=10_000, keep_checkpoints=1, agg="token_mean",
-                      eps_high=0.2, prompt_template=PROMPT_TEMPLATE)
+                      eps_high=0.2, prompt_template=PROMPT_TEMPLATE, engine=a.obe_engine)
     train(cfg)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return [{"generation": r["time/generate"], "reward": r["time/grade"], "update": r["time/update"],
@@ -275,10 +212,10 @@ def child_bare(a, work: Path) -> list[dict]:
 
 
 def run_child(a, side: str, work: Path) -> dict:
-    kind, _, variant = side.partition(":")  # "obe:lean" = obe with --obe-variant lean
+    kind, _, engine = side.partition(":")  # "obe:hf" = obe with --obe-engine hf
     cmd = [sys.executable, __file__, "--child", kind, "--work", str(work), "--threads", str(a.threads),
            "--steps", str(a.steps), "--warmup", str(a.warmup), "--prompts", str(a.prompts), "--n", str(a.n),
-           "--max-new-tokens", str(a.max_new_tokens), "--obe-variant", variant or a.obe_variant]
+           "--max-new-tokens", str(a.max_new_tokens), "--obe-engine", engine or a.obe_engine]
     res = subprocess.run(cmd, capture_output=True, text=True)
     line = next((x for x in res.stdout.splitlines() if x.startswith("RESULT ")), None)
     if res.returncode != 0 or line is None:
@@ -398,9 +335,10 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=4)
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=32)
-    ap.add_argument("--obe-variant", choices=["none", "static", "compile", "lean"], default="none")
-    ap.add_argument("--sides", default="obe,trl,bare",
-                    help="comma-separated: obe, trl, bare, or obe:VARIANT (e.g. obe,obe:lean,trl)")
+    ap.add_argument("--obe-engine", choices=["auto", "lean", "hf"], default="auto",
+                    help="obe.train --engine of the obe side (auto = lean on CPU)")
+    ap.add_argument("--sides", default="obe,obe:hf,trl,bare",
+                    help="comma-separated: obe, trl, bare, or obe:ENGINE (e.g. obe,obe:hf,trl)")
     ap.add_argument("--skip-explore", action="store_true")
     ap.add_argument("--child", choices=["obe", "trl", "bare"], help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
