@@ -1,4 +1,4 @@
-"""Throughput of the ``hf`` sampling backend vs a bare ``model.generate`` loop.
+"""Throughput of the ``hf`` sampling backend (both engines) vs a bare ``model.generate`` loop.
 
     .venv/bin/python bench/sampling.py [--threads 2] [--repeats 5] [--model DIR]
 
@@ -8,7 +8,10 @@ the embedded base model; ``--model DIR`` uses a real checkpoint instead) and (b)
 lengths, seeds and thread count (the bare loop seeds each batch exactly as the backend does,
 so both generate identical tokens - checked and printed). Timings alternate between the two
 paths; medians over ``--repeats`` runs after one warm-up. Prints tokens/s (completion tokens,
-padding excluded) and ratio = backend / bare (>= 1.0 means no overhead). Never asserts.
+padding excluded) and ratio = backend / bare (>= 1.0 means no overhead). The backend runs
+with ``engine="hf"`` (``model.generate``; identical tokens to the bare loop) and with
+``engine="lean"`` (obe.fastlm, the CLI's CPU default: same distribution, other samples, so its
+tokens/s counts its own completion tokens). Never asserts.
 """
 
 from __future__ import annotations
@@ -63,23 +66,23 @@ def bench_one(label, model_dir, args):
     params = sum(p.numel() for p in model.parameters())
     cfg = SamplingConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=0)
     prompts = PROMPTS[: args.prompts]
-    backend = HFBackend(model, tok)
+    backend, lean = HFBackend(model, tok, engine="hf"), HFBackend(model, tok, engine="lean")
     # warm-up (and equality check)
     t_ours, o_ours = ours(backend, tok, prompts, cfg)
     t_bare, o_bare = bare_loop(model, tok, prompts, cfg)
+    t_lean, _ = ours(lean, tok, prompts, cfg)
     same = o_ours == o_bare and t_ours == t_bare
-    times = {"ours": [], "bare": []}
+    times = {"ours": [], "bare": [], "lean": []}
+    runs = {"ours": lambda: ours(backend, tok, prompts, cfg), "lean": lambda: ours(lean, tok, prompts, cfg),
+            "bare": lambda: bare_loop(model, tok, prompts, cfg)}
     for r in range(args.repeats):
-        order = ("ours", "bare") if r % 2 == 0 else ("bare", "ours")
+        order = ("ours", "bare", "lean") if r % 2 == 0 else ("lean", "bare", "ours")
         for name in order:
             t0 = time.perf_counter()
-            if name == "ours":
-                ours(backend, tok, prompts, cfg)
-            else:
-                bare_loop(model, tok, prompts, cfg)
+            runs[name]()
             times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
-    tps_ours, tps_bare = t_ours / med["ours"], t_bare / med["bare"]
+    tps_ours, tps_bare, tps_lean = t_ours / med["ours"], t_bare / med["bare"], t_lean / med["lean"]
     print(
         f"{label}: {params / 1e6:.2f}M params, {len(prompts)} prompts, batch {cfg.batch_size}, "
         f"max_new_tokens {cfg.max_new_tokens}, threads {torch.get_num_threads()}, repeats {args.repeats}\n"
@@ -88,7 +91,8 @@ def bench_one(label, model_dir, args):
         f"min {min(times['ours']) * 1e3:.1f} ms)\n"
         f"  bare loop  : {tps_bare:10.1f} tok/s  (median {med['bare'] * 1e3:.1f} ms; "
         f"min {min(times['bare']) * 1e3:.1f} ms)\n"
-        f"  ratio backend/bare: {tps_ours / tps_bare:.3f}",
+        f"  lean engine: {tps_lean:10.1f} tok/s  (median {med['lean'] * 1e3:.1f} ms; {t_lean} tokens per run)\n"
+        f"  ratio backend/bare: {tps_ours / tps_bare:.3f}; lean/bare: {tps_lean / tps_bare:.3f}",
         flush=True,
     )
 
