@@ -11,22 +11,21 @@ from obe.fastlm import LeanLM, unsupported_reason
 VOCAB, PAD, EOS = 40, 0, 2
 
 
-def llama(**kw):
+def _random(model_cls, config_cls, **kw):
+    """A small random model of that class (seeded); ``kw`` overrides the shared settings."""
     cfg = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-               num_key_value_heads=2, max_position_embeddings=128, pad_token_id=PAD, eos_token_id=EOS,
-               bos_token_id=1, tie_word_embeddings=False)
+               max_position_embeddings=128, pad_token_id=PAD, eos_token_id=EOS, bos_token_id=1)
     cfg.update(kw)
     torch.manual_seed(0)
-    return LlamaForCausalLM(LlamaConfig(**cfg)).float()
+    return model_cls(config_cls(**cfg)).float()
+
+
+def llama(**kw):
+    return _random(LlamaForCausalLM, LlamaConfig, **{"num_key_value_heads": 2, "tie_word_embeddings": False, **kw})
 
 
 def qwen2(**kw):
-    cfg = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-               num_key_value_heads=1, max_position_embeddings=128, pad_token_id=PAD, eos_token_id=EOS,
-               bos_token_id=1, tie_word_embeddings=True)
-    cfg.update(kw)
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(**cfg)).float()
+    model = _random(Qwen2ForCausalLM, Qwen2Config, **{"num_key_value_heads": 1, "tie_word_embeddings": True, **kw})
     with torch.no_grad():  # Qwen2 has q/k/v biases, zero at init: make them matter
         for layer in model.model.layers:
             for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
