@@ -12,7 +12,8 @@ Client commands (sbatch, squeue, scontrol, and Snakemake's Slurm executor) reach
 through `cluster.env`: SLURM_CONF, and a PATH with the sbin folders and an `srun` wrapper
 that restores SLURM_CONF for the `srun` that Snakemake runs inside each job. There is no
 slurmdbd, so `sacct` does not work: Snakemake must use `--slurm-status-command squeue`, and
-MinJobAge (300 s) keeps finished jobs visible to squeue and `scontrol show job`.
+MinJobAge (`min_job_age`, 300 s unless given; Snakemake's squeue status needs >= 120 s) keeps
+finished jobs visible to squeue and `scontrol show job`.
 
     with SlurmCluster(tmp_path / "slurm") as cluster:
         subprocess.run(["sbatch", "--wrap", "true"], env=cluster.env)
@@ -162,6 +163,20 @@ class SlurmCluster:
             "MpiDefault=none\n"
             "SwitchType=switch/none\n"
             "SchedulerType=sched/backfill\n"
+            # Start a submitted job at the scheduler's next pass (about once a second) rather
+            # than batching submissions for up to 3 s (the default batch_sched_delay=3): a
+            # DAG's jobs come one after another, and the test waits for each.
+            "SchedulerParameters=batch_sched_delay=0\n"
+            # Of the pending jobs, start those with the longest time limit first (the job-size
+            # factor relative to the time limit, smaller first, is the only priority factor):
+            # a DAG's longest jobs, e.g. training, are usually on its critical path, and
+            # without accounting the default priority/basic is first come, first served.
+            "PriorityType=priority/multifactor\n"
+            "PriorityFlags=SMALL_RELATIVE_TO_TIME\n"
+            "PriorityFavorSmall=YES\n"
+            "PriorityWeightJobSize=100000\n"
+            "PriorityWeightAge=0\n"
+            "PriorityWeightFairshare=0\n"
             "SelectType=select/cons_tres\n"
             "SelectTypeParameters=CR_Core\n"
             # the node's CPUs, memory and GPUs are taken from this file, not the hardware

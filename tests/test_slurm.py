@@ -1,11 +1,12 @@
 """`snakemake --cores all --profile slurm` on a real single-node Slurm cluster.
 
 The cluster (tests/slurm_cluster.py) runs slurmctld, slurmd and munged from the Debian
-packages with a generated configuration in a temp folder; the node is this machine with 2
-CPUs and two GRES GPUs backed by /dev/null and /dev/zero. The smoke DAG (up to a trained
-model) goes through the repository's profile (slurm/config.yaml) with only the overrides a
-cluster without slurmdbd needs, and its outputs must equal a local run's. Without the Slurm binaries (developer machines) the cluster
-test skips with the reason; CI installs them with .ci/install-slurm, so there it runs.
+packages with a generated configuration in a temp folder; the node is this machine with two
+GRES GPUs backed by /dev/null and /dev/zero. The whole smoke DAG goes through the repository's
+profile (slurm/config.yaml) with only the overrides a cluster without slurmdbd needs and a few
+for speed, and its outputs must equal a local run's. Without the Slurm binaries (developer
+machines) the cluster test skips with the reason; CI installs them with .ci/install-slurm, so
+there it runs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -30,24 +32,29 @@ REPO = Path(__file__).resolve().parents[1]
 # What a run needs from the repository (a copy: a run never writes into the working tree).
 TREE = ("Snakefile", "config.yaml", "configs", "rules", "workflow", "envs", "docs", "slurm")
 SMOKE = ["--configfile", "configs/smoke.yaml"]
-# The part of the smoke DAG that goes through Slurm (and, for the comparison, runs locally):
-# every kind of stage up to a trained model, each rule at least once, GPU requests from
-# sampling and training. The whole smoke DAG (~25 jobs) costs ~20 s of Slurm overhead per job
-# on 2 cores, over the 5 minutes this test may take; OBE_SLURM_TEST_FULL=1 runs all of it.
+# The whole smoke DAG goes through Slurm (and, for the comparison, runs locally): every rule,
+# GPU requests from sampling and training.
 R = "results/smoke"
-EXPECTED_RULES = {"prepare_data", "base_model", "sample", "grade", "evaluate", "train"}
-TARGETS = [
-    f"{R}/eval/base/step0/synthetic/summary.json",  # prepare_data, base_model, sample, grade, evaluate
-    f"{R}/train/grpo__s0/done.json",  # train
-]
-RUN_TIMEOUT_S = 480  # both runs together (they take 3-4 minutes on 2 cores)
-# Overrides for a cluster without slurmdbd (sacct cannot answer there) and for speed.
+EXPECTED_RULES = {"prepare_data", "base_model", "bandits", "sample", "grade", "evaluate", "train",
+                  "analysis", "report"}
+RUN_TIMEOUT_S = 600  # both runs together (they take about 4 minutes on 2 cores)
+# Overrides for a cluster without slurmdbd (sacct cannot answer there) and for speed. Where a
+# Slurm job's time goes besides its rules (docs/slurm.md, "Where the time goes"): Snakemake
+# starts inside the job for the batch script and again for each rule's `srun` step (~2 s of
+# imports, ~1 s to exit), and the plugin checks job states every 1 s while none is in flight
+# (--slurm-init-seconds-before-status-checks; its default is 40) but waits 10 s longer after
+# each check that sees no job end. The profile's job groups cut the smoke DAG's 25 Slurm
+# jobs to 19 (on 2 otherwise idle cores this test took ~260 s without them, ~215 s with them).
 TEST_CLUSTER_ARGS = [
     "--slurm-status-command", "squeue",
     "--slurm-init-seconds-before-status-checks", "1",
     "--slurm-keep-successful-logs",
     "--latency-wait", "5",
 ]
+# The node's CPUs as Slurm sees them, i.e. how many 1-thread jobs run at once: this machine's
+# 2 cores. More (slurm.conf may claim any number) made the test slower: the local run and the
+# jobs then contend for the cores, and with fewer job ends the plugin polls less often.
+CLUSTER_CPUS = 2
 # The rules that may ask for GPUs (config gpus_per_job): sampling and training.
 GPU_RULES = {"sample", "train"}
 
@@ -106,6 +113,10 @@ def test_profile_is_where_snakemake_looks(monkeypatch):
     assert {"slurm_account", "slurm_partition", "mem_mb", "runtime"} <= set(defaults)
     for rule in profile.get("set-resources", {}):
         assert rule in GPU_RULES, f"only GPU rules get per-rule cluster settings, not {rule}"
+    # job groups bundle CPU rules only: a GPU job should not hold its GPU through CPU work
+    for entry in profile.get("groups", []):
+        rule = entry.split("=", 1)[0]
+        assert rule not in GPU_RULES, f"the profile groups GPU rule {rule}"
     # cluster settings are not rule settings
     for smk in (REPO / "rules").glob("*.smk"):
         text = smk.read_text()
@@ -124,24 +135,25 @@ def test_profile_dry_run_from_repo_root(tmp_path):
     )
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     out = res.stdout + res.stderr
-    jobs = re.findall(r"^(?:local)?rule (\w+):\n(.*?)(?=^\S|\Z)", out, flags=re.M | re.S)
+    jobs = planned_jobs(out)
     assert jobs, out[-3000:]
     seen = set()
-    for rule, body in jobs:
-        if rule == "all":
-            continue
+    for job in jobs.values():
+        rule, res_text = job["rule"], job["resources_text"]
         seen.add(rule)
-        resources = re.search(r"resources: (.*)", body)
-        assert resources, f"{rule}: no resources line\n{body}"
-        res_text = resources.group(1)
+        assert res_text is not None, f"{rule}: no resources line\n{job['body']}"
         assert "slurm_partition=" in res_text and "slurm_account=" in res_text, res_text
         assert re.search(r"\bmem_mb=\d+", res_text) and re.search(r"\bruntime=\d+", res_text), res_text
-        gpu = re.search(r"\bgpu=(\d+)", res_text)
+        gpu = int(job["resources"].get("gpu", 0) or 0)
         if rule in GPU_RULES:
-            assert gpu and int(gpu.group(1)) == 1, f"{rule} should ask for gpus_per_job GPUs: {res_text}"
+            assert gpu == 1, f"{rule} should ask for gpus_per_job GPUs: {res_text}"
         else:
-            assert not gpu or int(gpu.group(1)) == 0, f"{rule} must not ask for a GPU: {res_text}"
-    assert EXPECTED_RULES <= seen, seen
+            assert gpu == 0, f"{rule} must not ask for a GPU: {res_text}"
+    assert seen == EXPECTED_RULES, seen
+    # the profile's job groups are in effect: their rules' jobs come inside group jobs
+    profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
+    grouped = {entry.split("=", 1)[0] for entry in profile.get("groups", [])}
+    assert {j["rule"] for j in jobs.values() if j["in_group"]} == grouped, out[-3000:]
 
 
 # --- the real cluster ----------------------------------------------------------------------
@@ -152,7 +164,10 @@ def cluster(tmp_path_factory):
     reason = missing_slurm()
     if reason:
         pytest.skip(reason)
-    c = SlurmCluster(tmp_path_factory.mktemp("slurm-cluster"), cpus=2, gpus=2)
+    # MinJobAge outlasts the run, so that every job of it is still in `scontrol show job` at
+    # the end (the default 300 s would drop the first jobs of a long run).
+    c = SlurmCluster(tmp_path_factory.mktemp("slurm-cluster"), cpus=CLUSTER_CPUS, gpus=2,
+                     min_job_age=2 * RUN_TIMEOUT_S)
     try:
         c.start()
         yield c
@@ -190,6 +205,8 @@ def result_files(results: Path, tree: Path) -> dict[str, bytes]:
 BEFORE_GRADING = ("data/", "base_model/", "samples/base/")
 # JSON fields that measure the run rather than compute the result.
 TIMING_KEY = re.compile(r"seconds|time|duration|load_avg|hostname|date|elapsed|per_sec|perf/|metrics_bytes", re.I)
+# The report's "Generated <date> <time> UTC" line (obe.report).
+REPORT_TIME = re.compile(rb"Generated \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC")
 # Entries of torch-saved files that are not part of the result: obe.train checkpoints
 # numpy's global RNG state but never seeds numpy (it does not use it), so it is random.
 IGNORED_PT_KEYS = {"numpy"}
@@ -228,6 +245,8 @@ def same_output(name: str, a: bytes, b: bytes) -> bool:
             return without_timings(json.loads(a)) == without_timings(json.loads(b))
         if name.endswith(".jsonl"):
             return without_timings(jsonl(a)) == without_timings(jsonl(b))
+        if name.endswith(".html"):
+            return REPORT_TIME.sub(b"", a) == REPORT_TIME.sub(b"", b)
         if name.endswith((".pt", ".pth")):
             import io
 
@@ -271,18 +290,17 @@ def test_smoke_dag_through_slurm_matches_local_run(cluster, tmp_path):
     local_tree = copy_tree(tmp_path / "local")
     slurm_tree = copy_tree(tmp_path / "slurm")
     env = run_env()
-    targets = [] if os.environ.get("OBE_SLURM_TEST_FULL") == "1" else TARGETS
     started = time.monotonic()
 
     # The reference: the same DAG, locally, while the Slurm run goes on (it fills the CPU
     # while Snakemake waits on Slurm; outputs are deterministic for fixed seeds and threads).
     # Not niced: a starved run hits obe.grading's wall-clock timeouts (see below).
     local_log, slurm_log = tmp_path / "local.log", tmp_path / "slurm.log"
-    local_cmd = [*snakemake_cmd(), *targets, "--cores", "2", *SMOKE]
+    local_cmd = [*snakemake_cmd(), "--cores", "2", *SMOKE]
     # The literal user command plus the test cluster's overrides. gpus_per_job=1 makes the
     # sampling and training jobs ask for a GPU (a fake GRES; the code still runs on the CPU)
     # so that the request goes through sbatch and the scheduler.
-    cmd = [*snakemake_cmd(), *targets, "--cores", "all", "--profile", "slurm", *SMOKE,
+    cmd = [*snakemake_cmd(), "--cores", "all", "--profile", "slurm", *SMOKE,
            "--config", "gpus_per_job=1", *TEST_CLUSTER_ARGS]
     with open(local_log, "w") as local_fh, open(slurm_log, "w") as slurm_fh:
         local = subprocess.Popen(
@@ -324,46 +342,72 @@ def test_smoke_dag_through_slurm_matches_local_run(cluster, tmp_path):
         f"{tail(slurm_log, 120)}\n{cluster.logs()}"
     )
 
-    # 1. every job went through sbatch: slurmctld knows it, it ran on the test node, its
-    #    Slurm log is where the plugin puts it, and its resources became sbatch options
-    #    (mem_mb -> --mem, runtime -> -t, threads -> --cpus-per-task, gpu -> --gpus).
+    # 1. every job went through sbatch, alone or in a group job: slurmctld knows the Slurm
+    #    job, it ran on the test node, its log is where the plugin puts it and names the
+    #    Snakemake jobs it ran (each planned job exactly once), and its resources became
+    #    sbatch options.
     log_text = slurm_log.read_text(errors="replace")
     planned = planned_jobs(log_text)
     planned_rules = {j["rule"] for j in planned.values()}
-    assert EXPECTED_RULES <= planned_rules, log_text[-3000:]
-    slurm_ids = dict(re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", log_text))
-    assert set(slurm_ids) == set(planned), f"not every job was submitted with sbatch\n{log_text[-3000:]}"
+    assert planned_rules == EXPECTED_RULES, (planned_rules, log_text[-3000:])
+    by_target = {(j["rule"], tuple(sorted(j["wildcards"].items()))): sm_id for sm_id, j in planned.items()}
+    assert len(by_target) == len(planned), "two planned jobs with the same rule and wildcards"
+    # Snakemake job (or group job) id -> Slurm job id, as the plugin reports each sbatch
+    slurm_ids = dict(re.findall(r"Job (\S+) has been submitted with SLURM jobid (\d+)", log_text))
     jobs = {j["JobId"]: j for j in scontrol_jobs(cluster) if j.get("WorkDir") == str(slurm_tree)}
-    assert set(jobs) == set(slurm_ids.values()), (sorted(jobs), slurm_ids)
+    assert set(jobs) == set(slurm_ids.values()) and len(jobs) == len(slurm_ids), (sorted(jobs), slurm_ids)
+    ran_in = {}  # Snakemake job id -> the Slurm job that ran it
     gpu_rules = set()
-    for sm_id, slurm_id in slurm_ids.items():
-        plan, job = planned[sm_id], jobs[slurm_id]
-        rule, res = plan["rule"], plan["resources"]
-        assert job["Comment"].startswith(f"rule_{rule}"), job
-        assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", job
-        assert job["Partition"] == cluster.partition and job["NodeList"] == cluster.node, job
-        assert job["MinMemoryNode"] == f"{res['mem_mb']}M", (rule, res, job)
-        assert job["TimeLimit"] == slurm_minutes(int(res["runtime"])), (rule, res, job)
-        assert job["CPUs/Task"] == str(plan["threads"]), (rule, plan, job)
-        gpus = int(res.get("gpu", 0) or 0)
-        tres = job.get("TresPerJob", "") + job.get("TresPerNode", "")
-        assert ("gres:gpu:" in tres) == (gpus > 0), (rule, res, job)
-        if gpus:
-            assert f"gres:gpu:{gpus}" in tres, (rule, res, job)
-            gpu_rules.add(rule)
+    for slurm_id, job in jobs.items():
         log = Path(job["StdOut"])
         assert log.is_file() and slurm_tree / ".snakemake" / "slurm_logs" in log.parents, job
-    assert gpu_rules == GPU_RULES & planned_rules, f"GPU jobs: {gpu_rules}, expected {GPU_RULES}"
+        targets, group_id = job_log_targets(log)
+        sm_ids = []
+        for rule, wildcards in targets:
+            sm_id = by_target.get((rule, tuple(sorted(wildcards.items()))))
+            assert sm_id is not None, f"Slurm job {slurm_id} ran {rule} {wildcards}, which was not planned"
+            assert sm_id not in ran_in, f"{rule} {wildcards} ran in Slurm jobs {ran_in[sm_id]} and {slurm_id}"
+            ran_in[sm_id] = slurm_id
+            sm_ids.append(sm_id)
+        assert sm_ids, f"Slurm job {slurm_id} ran no Snakemake job ({log})"
+        # the plugin's sbatch for this Snakemake job, or for the group job holding its members
+        assert slurm_ids.get(group_id or sm_ids[0]) == slurm_id, (slurm_id, group_id, targets)
+        members = [planned[i] for i in sm_ids]
+        rules = [m["rule"] for m in members]
+        assert len(members) == 1 or group_id, f"Slurm job {slurm_id} ran {rules} without being a group job"
+        assert job["Comment"].startswith("rule_") and all(r in job["Comment"] for r in rules), (rules, job)
+        assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", job
+        assert job["Partition"] == cluster.partition and job["NodeList"] == cluster.node, job
+        # A job's resources became sbatch options (mem_mb -> --mem, runtime -> -t, threads ->
+        # --cpus-per-task, gpu -> --gpus). The members of a group job (the profile's groups:
+        # grade -> evaluate of one checkpoint, analysis -> report) run one after another, so it
+        # asks for the most memory, threads and GPUs of any member and their summed runtime.
+        mem_mb = max(int(m["resources"]["mem_mb"]) for m in members)
+        runtime = sum(int(m["resources"]["runtime"]) for m in members)
+        threads = max(m["threads"] for m in members)
+        gpus = max(int(m["resources"].get("gpu", 0) or 0) for m in members)
+        assert job["MinMemoryNode"] == f"{mem_mb}M", (rules, mem_mb, job)
+        assert job["TimeLimit"] == slurm_minutes(runtime), (rules, runtime, job)
+        assert job["CPUs/Task"] == str(threads), (rules, threads, job)
+        tres = job.get("TresPerJob", "") + job.get("TresPerNode", "")
+        assert ("gres:gpu:" in tres) == (gpus > 0), (rules, gpus, job)
+        assert (gpus > 0) == bool(GPU_RULES & set(rules)), f"GPUs for {rules}: {tres!r}"
+        if gpus:
+            assert f"gres:gpu:{gpus}" in tres, (rules, gpus, job)
+            gpu_rules |= GPU_RULES & set(rules)
+    assert set(ran_in) == set(planned), (
+        f"Snakemake jobs that no Slurm job ran: {sorted(planned[i]['rule'] for i in set(planned) - set(ran_in))}"
+    )
+    assert gpu_rules == GPU_RULES, f"GPU jobs: {gpu_rules}, expected {GPU_RULES}"
     submitted = re.findall(r"_slurm_rpc_submit_batch_job: JobId=(\d+)", cluster.slurmctld_log())
     assert set(jobs) <= set(submitted)
 
     # 2. same results as the local run: every output file equal (JSON compared without its
-    #    timing fields; logs and benchmarks left out).
+    #    timing fields, the report without its generation time; logs and benchmarks left out).
     local_files = result_files(local_tree / R, local_tree)
     slurm_files = result_files(slurm_tree / R, slurm_tree)
     assert sorted(local_files) == sorted(slurm_files), "the runs wrote different files"
-    for target in targets:
-        assert str(Path(target).relative_to(R)) in local_files, f"{target} missing: {sorted(local_files)}"
+    assert "report.html" in local_files, f"the DAG's target is missing: {sorted(local_files)}"
     differing = [name for name in local_files if not same_output(name, local_files[name], slurm_files[name])]
     if differing:
         # obe.grading gives every answer a hard 5 s wall-clock limit, so on an overloaded
@@ -389,18 +433,54 @@ def test_smoke_dag_through_slurm_matches_local_run(cluster, tmp_path):
 
 
 def planned_jobs(log_text: str) -> dict[str, dict]:
-    """Snakemake's job blocks from a run log: jobid -> rule and resources (rule all left out)."""
+    """Snakemake's job blocks from a run log (those of group jobs are indented): jobid -> rule,
+    wildcards, resources and threads (rule all left out)."""
     jobs = {}
-    for m in re.finditer(r"^(?:local)?rule (\w+):\n((?:[ \t]+.*\n)+)", log_text, flags=re.M):
-        rule, body = m.group(1), m.group(2)
+    pattern = r"^([ \t]*)(?:local)?rule (\w+):\n((?:\1[ \t]+.*\n)+)"
+    for m in re.finditer(pattern, log_text, flags=re.M):
+        indent, rule, body = m.group(1), m.group(2), m.group(3)
         jobid = re.search(r"^\s+jobid: (\d+)", body, flags=re.M)
-        resources = re.search(r"^\s+resources: (.*)$", body, flags=re.M)
-        if rule == "all" or not jobid or not resources:
+        if rule == "all" or not jobid:
             continue
-        res = dict(item.split("=", 1) for item in resources.group(1).split(", ") if "=" in item)
+        resources = re.search(r"^\s+resources: (.*)$", body, flags=re.M)
+        res_text = resources.group(1) if resources else None
+        wildcards = re.search(r"^\s+wildcards: (.*)$", body, flags=re.M)
         threads = re.search(r"^\s+threads: (\d+)", body, flags=re.M)
-        jobs[jobid.group(1)] = {"rule": rule, "resources": res, "threads": int(threads.group(1)) if threads else 1}
+        jobs[jobid.group(1)] = {
+            "rule": rule,
+            "wildcards": key_values(wildcards.group(1)) if wildcards else {},
+            "resources": key_values(res_text or ""),
+            "resources_text": res_text,
+            "threads": int(threads.group(1)) if threads else 1,
+            "in_group": bool(indent),
+            "body": body,
+        }
     return jobs
+
+
+def key_values(text: str) -> dict[str, str]:
+    """`a=1, b=x` as printed in Snakemake's job blocks."""
+    return dict(item.split("=", 1) for item in text.split(", ") if "=" in item)
+
+
+def job_log_targets(log: Path) -> tuple[list[tuple[str, dict[str, str]]], str | None]:
+    """What one Slurm job ran, from its log: the Snakemake command of the batch script (printed
+    first) names each rule and wildcards it runs (--target-jobs) and, for a group job, the
+    group job's id (--local-groupid)."""
+    command = re.search(r"^\s*Command: (.*)$", log.read_text(errors="replace"), flags=re.M)
+    assert command, f"no Snakemake command in {log}"
+    argv = shlex.split(command.group(1))
+    targets, group_id = [], None
+    for i, arg in enumerate(argv):
+        if arg == "--local-groupid":
+            group_id = argv[i + 1]
+        if arg == "--target-jobs":
+            for spec in argv[i + 1:]:
+                if spec.startswith("--"):
+                    break
+                rule, _, wildcards = spec.partition(":")
+                targets.append((rule, dict(w.split("=", 1) for w in wildcards.split(",") if w)))
+    return targets, group_id
 
 
 def slurm_minutes(minutes: int) -> str:
