@@ -167,16 +167,6 @@ class SlurmCluster:
             # than batching submissions for up to 3 s (the default batch_sched_delay=3): a
             # DAG's jobs come one after another, and the test waits for each.
             "SchedulerParameters=batch_sched_delay=0\n"
-            # Of the pending jobs, start those with the longest time limit first (the job-size
-            # factor relative to the time limit, smaller first, is the only priority factor):
-            # a DAG's longest jobs, e.g. training, are usually on its critical path, and
-            # without accounting the default priority/basic is first come, first served.
-            "PriorityType=priority/multifactor\n"
-            "PriorityFlags=SMALL_RELATIVE_TO_TIME\n"
-            "PriorityFavorSmall=YES\n"
-            "PriorityWeightJobSize=100000\n"
-            "PriorityWeightAge=0\n"
-            "PriorityWeightFairshare=0\n"
             "SelectType=select/cons_tres\n"
             "SelectTypeParameters=CR_Core\n"
             # the node's CPUs, memory and GPUs are taken from this file, not the hardware
