@@ -37,14 +37,14 @@ SMOKE = ["--configfile", "configs/smoke.yaml"]
 R = "results/smoke"
 EXPECTED_RULES = {"prepare_data", "base_model", "bandits", "sample", "grade", "evaluate", "train",
                   "analysis", "report"}
-RUN_TIMEOUT_S = 600  # both runs together (they take about 4 minutes on 2 cores)
+RUN_TIMEOUT_S = 600  # both runs together (they take 3.5-4.5 minutes on 2 idle cores)
 # Overrides for a cluster without slurmdbd (sacct cannot answer there) and for speed. Where a
 # Slurm job's time goes besides its rules (docs/slurm.md, "Where the time goes"): Snakemake
 # starts inside the job for the batch script and again for each rule's `srun` step (~2 s of
 # imports, ~1 s to exit), and the plugin checks job states every 1 s while none is in flight
 # (--slurm-init-seconds-before-status-checks; its default is 40) but waits 10 s longer after
 # each check that sees no job end. The profile's job groups cut the smoke DAG's 25 Slurm
-# jobs to 19 (on 2 otherwise idle cores this test took ~260 s without them, ~215 s with them).
+# jobs to 19 (on 2 otherwise idle cores this test took ~260 s without them, 215-256 s with).
 TEST_CLUSTER_ARGS = [
     "--slurm-status-command", "squeue",
     "--slurm-init-seconds-before-status-checks", "1",
@@ -190,14 +190,15 @@ def scontrol_jobs(cluster: SlurmCluster) -> list[dict[str, str]]:
 
 
 def result_files(results: Path, tree: Path) -> dict[str, bytes]:
-    """Every output under a results folder but logs and benchmarks (they carry timings), with
-    the run's own folder (which some stages record) replaced by a placeholder."""
+    """Every output under a results folder but logs and benchmarks (they carry timings) and
+    the trainer's W&B run ids (random per run by design), with the run's own folder (which
+    some stages record) replaced by a placeholder."""
     root = str(tree).encode()
     return {
         str(path.relative_to(results)): path.read_bytes().replace(root, b"<TREE>")
         for path in sorted(results.rglob("*"))
         if path.is_file() and path.relative_to(results).parts[0] not in ("logs", "benchmarks")
-        and path.name != ".snakemake_timestamp"
+        and path.name not in (".snakemake_timestamp", "wandb_run_id")
     }
 
 
