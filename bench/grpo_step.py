@@ -232,7 +232,7 @@ def explore_overhead(a, step_s: float) -> None:
     from transformers import AutoTokenizer
 
     from obe.advantages import AdvantageConfig, binary_rewards
-    from obe.bonuses import BONUSES, ExplorationConfig, exploration_step, token_advantages
+    from obe.bonuses import BONUSES, ExplorationConfig, apply_exploration
     from obe.counts import OutcomeCounts
     from obe.rollout import answer_token_mask, completion_mask
 
@@ -276,10 +276,8 @@ def explore_overhead(a, step_s: float) -> None:
         for _rep in range(5):
             for texts, keys, c, cm, rewards in batches:
                 t = time.perf_counter()
-                adv, bonus = exploration_step(rewards, keys, qids, counts, cfg, adv_cfg)
-                need = cfg.mask_answer_tokens and cfg.coef != 0 and bool(bonus.any())
-                amask = answer_token_mask(tok, c, cm, texts) if need else torch.zeros(c.shape)
-                token_advantages(adv.reshape(-1), bonus.reshape(-1), amask, cfg.coef, cfg.mask_answer_tokens)
+                apply_exploration(rewards, keys, qids, counts, cfg, adv_cfg, cm,
+                                  lambda: answer_token_mask(tok, c, cm, texts))
                 samples.append(time.perf_counter() - t)
         med = statistics.median(samples)
         base = med if base is None else base

@@ -14,6 +14,7 @@ from obe.advantages import AdvantageConfig, group_advantages
 from obe.bonuses import (
     BONUSES,
     ExplorationConfig,
+    apply_exploration,
     batch_bonus,
     char_span_token_mask,
     compute_bonus,
@@ -283,3 +284,41 @@ def test_exploration_step_reads_then_updates_the_table():
     exploration_step(rewards, keys, ["q"], None, cfg("batch"))
     with pytest.raises(ValueError):
         exploration_step(rewards, keys, ["q"], None, cfg("ucb_con"))
+
+
+# -- apply_exploration: the one entry point of every trainer ------------------------------
+
+
+def test_apply_exploration_by_hand_and_row_slices():
+    # one group: rewards [1, 0, 0, 0], keys a a b c, empty table, ucb_con, counts read before:
+    # N = 0 for all -> bonus 1 - 0.5 = 0.5 each; sample adv = group adv + 0.2 * 0.5
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    keys = [["a", "a", "b", "c"]]
+    c = cfg("ucb_con")
+    cm = torch.ones(4, 3)
+    amask = torch.tensor([[0.0, 0.0, 1.0]] * 4)
+    calls = []
+
+    def answer_mask():
+        calls.append(1)
+        return amask
+
+    table = OutcomeCounts()
+    out = apply_exploration(rewards, keys, ["q"], table, c, ADV, cm, answer_mask)
+    adv = group_advantages(rewards)
+    torch.testing.assert_close(out.adv_Bn, adv)
+    torch.testing.assert_close(out.bonus_Bn, torch.full((1, 4), 0.5))
+    torch.testing.assert_close(out.sample_Bn, adv + 0.1)
+    expect = adv.reshape(4, 1) + torch.tensor([[0.1, 0.1, 0.0]])  # the answer token gets no term
+    torch.testing.assert_close(out.token_RT, expect)
+    assert table.question_counts("q") == {"a": 2, "b": 1, "c": 1} and calls == [1]
+    # a rank's slice of the same step gives the same rows (fresh table: same counts)
+    part = apply_exploration(rewards, keys, ["q"], OutcomeCounts(), c, ADV, cm[2:], lambda: amask[2:], rows=slice(2, 4))
+    torch.testing.assert_close(part.token_RT, expect[2:])
+    with pytest.raises(ValueError):
+        apply_exploration(rewards, keys, ["q"], OutcomeCounts(), c, ADV, cm, answer_mask, rows=slice(0, 2))
+    # no term (c = 0, grpo, or mask off): the answer mask is never computed
+    for c0 in (cfg("ucb_con", coef=0.0), cfg("grpo"), cfg("ucb_con", mask_answer_tokens=False)):
+        calls.clear()
+        apply_exploration(rewards, keys, ["q"], OutcomeCounts(), c0, ADV, cm, answer_mask)
+        assert calls == []

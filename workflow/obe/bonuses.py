@@ -11,6 +11,9 @@ samples of each of B questions; ``counts_Bn``: ``N(x, a_i)`` read from an
 
 How the bonus enters (:func:`exploration_advantages`, paper convention): AFTER the group
 normalisation, ``A_i = adv_i + c * bonus_i`` with ``c = cfg.coef`` (default 0.2).
+Trainers call one function, :func:`apply_exploration` (count update, bonus, gating,
+normalisation, per-token advantages with the answer-token mask): ``obe.train``, the TRL
+backend (``obe.trl_backend``) and ``bench/grpo_step.py`` all go through it.
 
 * ``gate_solved`` (default on): a group whose samples are ALL correct gets bonus 0.
 * ``mask_answer_tokens`` (default on): at token level (:func:`token_advantages`) the
@@ -295,6 +298,57 @@ def token_advantages(
     if mask_answer_tokens:
         term_BT = term_BT * (1 - answer_mask_BT.to(adv_B.dtype))
     return base_BT + term_BT
+
+
+class StepAdvantages(NamedTuple):
+    """What one training step's exploration term produced (all in the rewards' dtype).
+
+    ``adv_Bn``: group-normalised advantages (with the bonus only when ``bonus_in_reward``);
+    ``bonus_Bn``: the gated bonus ``b_i`` (zeros when ``bonus_in_reward``); ``sample_Bn``:
+    per-sample ``adv + c * b`` (for logging); ``token_RT``: per-token advantages of the
+    requested rows (flattened question-major sample index ``b * n + i``), ready for the loss.
+    """
+
+    adv_Bn: torch.Tensor
+    bonus_Bn: torch.Tensor
+    sample_Bn: torch.Tensor
+    token_RT: torch.Tensor
+
+
+def apply_exploration(
+    rewards_Bn: RewardsLike,
+    keys_Bn: KeysBn,
+    question_ids_B: Sequence[object],
+    counts: Optional[OutcomeCounts],
+    cfg: ExplorationConfig,
+    adv_cfg: Optional[AdvantageConfig],
+    completion_mask_RT: torch.Tensor,
+    answer_mask: Callable[[], torch.Tensor],
+    rows: slice = slice(None),
+) -> StepAdvantages:
+    """THE exploration term of one training step, shared by every trainer (obe.train, the
+    TRL backend) and bench/grpo_step.py, so the method semantics live in one place.
+
+    Updates ``counts`` with the whole batch (:func:`exploration_step`: count timing,
+    ``gate_solved``, ``bonus_in_reward``, group normalisation with ``adv_cfg``), then builds
+    the per-token advantages ``A_t = adv + c * b * (1 - answer_mask_t)``
+    (:func:`token_advantages`) for the flattened samples ``rows`` (all by default; a rank
+    of a distributed run passes its own slice of the global batch, whose keys and rewards
+    every rank holds). ``completion_mask_RT`` gives those rows' ``[R, T]`` shape;
+    ``answer_mask()`` returns their ``[R, T]`` final-answer token mask and is only called
+    when it matters (``mask_answer_tokens`` on and a nonzero term), since it costs a
+    tokenizer pass.
+    """
+    adv_Bn, bonus_Bn = exploration_step(rewards_Bn, keys_Bn, question_ids_B, counts, cfg, adv_cfg)
+    adv_R, bonus_R = adv_Bn.reshape(-1)[rows], bonus_Bn.reshape(-1)[rows]
+    if tuple(completion_mask_RT.shape[:1]) != tuple(adv_R.shape):
+        raise ValueError(f"completion_mask_RT has {completion_mask_RT.shape[0]} rows, the rows selected {adv_R.shape[0]}")
+    if cfg.mask_answer_tokens and not _skip_term(bonus_R, cfg.coef):
+        amask_RT = answer_mask()
+    else:
+        amask_RT = torch.zeros(completion_mask_RT.shape)
+    token_RT = token_advantages(adv_R, bonus_R, amask_RT.to(adv_R.device), cfg.coef, cfg.mask_answer_tokens)
+    return StepAdvantages(adv_Bn, bonus_Bn, total_advantages(adv_Bn, bonus_Bn, cfg.coef), token_RT)
 
 
 def char_span_token_mask(token_offsets_T: Sequence[tuple[int, int]], span: Optional[tuple[int, int]]) -> list[int]:

@@ -66,7 +66,7 @@ import torch
 
 from obe import checkpoint as ckpt
 from obe.advantages import AdvantageConfig, binary_rewards
-from obe.bonuses import BONUSES, ExplorationConfig, exploration_step, token_advantages
+from obe.bonuses import BONUSES, ExplorationConfig, apply_exploration
 from obe.counts import OutcomeCounts
 from obe.grading import SENTINEL_KEYS, grade
 from obe.fastlm import ENGINES, LeanLM, resolve_engine
@@ -481,11 +481,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             t2 = time.perf_counter()
 
             # -- advantage -----------------------------------------------------------
-            adv_Bn, bonus_Bn = exploration_step(rewards_Bn, keys_Bn, qids, counts, explore, adv_cfg)  # updates N(x, a)
-            need_mask = cfg.mask_answer_tokens and cfg.coef != 0 and bool(bonus_Bn.any())
-            amask = (answer_token_mask(tokenizer, ro.completion_ids, ro.completion_mask, ro.texts) if need_mask
-                     else torch.zeros(ro.completion_ids.shape))
-            adv_ST = token_advantages(adv_Bn.reshape(-1), bonus_Bn.reshape(-1), amask, cfg.coef, cfg.mask_answer_tokens)
+            adv_Bn, bonus_Bn, sample_adv_Bn, adv_ST = apply_exploration(  # updates N(x, a)
+                rewards_Bn, keys_Bn, qids, counts, explore, adv_cfg, ro.completion_mask,
+                lambda: answer_token_mask(tokenizer, ro.completion_ids, ro.completion_mask, ro.texts))
 
             # -- loss ----------------------------------------------------------------
             cm = ro.completion_mask
@@ -561,7 +559,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 "frac_reward_zero_std": float((rewards_Bn.amax(dim=1) == rewards_Bn.amin(dim=1)).float().mean()),
                 "frac_groups_solved": float(solved_B.float().mean()),
                 "bonus/mean": float(bonus_Bn.mean()), "bonus/min": float(bonus_Bn.min()), "bonus/max": float(bonus_Bn.max()),
-                "advantage/mean": float(adv_Bn.mean() + cfg.coef * bonus_Bn.mean()),
+                "advantage/mean": float(sample_adv_Bn.mean()),
                 "answers/distinct_per_group": _mean(distinct_B),
                 "answers/distinct_solved": _mean([d for d, s in zip(distinct_B, solved_B.tolist()) if s]),
                 "answers/distinct_unsolved": _mean([d for d, s in zip(distinct_B, solved_B.tolist()) if not s]),
