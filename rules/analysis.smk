@@ -1,6 +1,6 @@
 rule analysis:
     """Across methods and seeds: RL as sampling, test pass@k, Tables 1-2, paired differences
-    from GRPO with bootstrap intervals, and the paper-vs-us claims."""
+    from GRPO with t-intervals over seeds, and the paper-vs-us claims."""
     input:
         evals=analysis_eval_inputs(),
         train=[f"{R}/train/{run}/done.json" for run in trained_runs()],

@@ -315,9 +315,13 @@ def test_paired_differences():
 
 
 def test_judge_rules():
-    assert A.judge({"mean": 0.2, "lo": 0.1, "hi": 0.3, "n": 3}, +1)[0] == "holds"
-    assert A.judge({"mean": 0.2, "lo": 0.1, "hi": 0.3, "n": 3}, -1)[0] == "does not hold"
-    assert A.judge({"mean": 0.1, "lo": -0.1, "hi": 0.3, "n": 3}, +1)[0] == "inconclusive"
+    assert A.judge({"mean": 0.2, "lo": 0.1, "hi": 0.3, "n": 4}, +1)[0] == "holds"
+    assert A.judge({"mean": 0.2, "lo": 0.1, "hi": 0.3, "n": 5}, -1)[0] == "does not hold"
+    assert A.judge({"mean": 0.1, "lo": -0.1, "hi": 0.3, "n": 5}, +1)[0] == "inconclusive"
+    # 3 seeds or fewer: labelled, never significant, whichever side the interval is on
+    for direction, side in ((+1, "paper's"), (-1, "opposite")):
+        status, why = A.judge({"mean": 0.2, "lo": 0.1, "hi": 0.3, "n": 3}, direction)
+        assert status == "inconclusive" and "only 3 seeds" in why and f"the {side} side" in why
     status, why = A.judge({"mean": 0.1, "lo": None, "hi": None, "n": 1}, +1)
     assert status == "inconclusive" and "agrees" in why
     assert A.judge(None, +1)[0] == "not tested"
@@ -339,7 +343,7 @@ def test_colors_fixed_and_distinct():
 
 
 def test_run_analysis_synthetic(tmp_path):
-    evals, trains, base_train = make_inputs(tmp_path / "in")
+    evals, trains, base_train = make_inputs(tmp_path / "in", seeds=(0, 1, 2, 3))
     out = tmp_path / "out"
     logged = []
 
@@ -372,7 +376,7 @@ def test_run_analysis_synthetic(tmp_path):
     assert {"claims", "table1_entropy", "table2_distinct", "test_synthetic", "diff_synthetic", "sampling"} <= {
         t["name"] for t in a["tables"]}
     claims = {c["claim"]: c for c in a["claims"]}
-    assert len(claims) == 8 and all(c["status"] in A.STATUSES for c in a["claims"])
+    assert len(claims) == 9 and all(c["status"] in A.STATUSES for c in a["claims"])
     # strong built-in effects: GRPO raises pass@1, lowers distinct answers
     assert claims["GRPO raises pass@1 over the base model"]["status"] == "holds"
     assert claims["GRPO lowers the number of distinct answers per question"]["status"] == "holds"
@@ -392,7 +396,17 @@ def test_run_analysis_synthetic(tmp_path):
     corr, inc, al = (float(rows[0][i].split(" ")[0]) for i in (2, 3, 4))
     assert corr == pytest.approx(0.8 * al, abs=2e-3) and inc == pytest.approx(1.2 * al, abs=2e-3)
     t1 = saved["training"]["tables"]["methods"]["grpo"]["entropy/all"]
-    assert t1["n"] == 3 and t1["std"] is not None
+    assert t1["n"] == 4 and t1["std"] is not None
+    # the base model's sampling error is in every difference from it, and widens the interval
+    base = t["base"]
+    assert base["pass_at_k_se"]["16"] > 0 and base["distinct_answers_se"] > 0
+    d1 = t["methods"]["grpo"]["8"]["pass_minus_base"]["1"]
+    assert d1["base_se"] == pytest.approx(base["pass_at_k_se"]["1"])
+    exact = A.seed_stats({int(s): v for s, v in d1["per_seed"].items()}, FAST)
+    assert d1["hi"] - d1["lo"] > exact["hi"] - exact["lo"]
+    # the Bonferroni claim names its adjusted level
+    some = claims["At large k, some exploration method is above GRPO"]
+    assert "Bonferroni over 2 methods" in some["measure"] and "97.50%" in some["measure"]
 
 
 def test_run_analysis_one_seed_and_missing_parts(tmp_path):
@@ -417,5 +431,8 @@ def test_cli(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     a = json.loads((tmp_path / "out" / "analysis.json").read_text())
     assert a["meta"]["options"]["base_sampling"] == "first" and a["meta"]["n_boot"] == 500
+    # two seeds: whatever the intervals say, no claim is called significant
+    assert all(c["status"] in ("inconclusive", "not tested") for c in a["claims"])
+    assert any("only 2 seeds" in c["why"] for c in a["claims"])
     with pytest.raises(SystemExit):
         A.main(["--eval", "nonsense", "--out-dir", str(tmp_path)])

@@ -21,14 +21,20 @@ table as ``.tsv`` and ``.md``. ``python -m obe.report`` turns the folder into on
 
 Definitions (also written into ``analysis.json`` under ``definitions``):
 
-- Seeds. Every headline number is the mean over seeds with a 95% percentile bootstrap
-  interval over seeds (B = ``--bootstrap`` resamples of the seeds with replacement, numpy
-  ``default_rng(--bootstrap-seed)``, the same generator seed for every statistic). A
-  method's difference from GRPO is *paired by seed* (seed s of the method minus seed s of
-  GRPO, seeds present in both) and bootstrapped the same way; a difference from the base
-  model (one model, no seeds) is method seed s minus the base value. With one seed (or one
-  common seed) the interval is ``None`` (shown as n/a). With 2-3 seeds the bootstrap has
-  only a handful of distinct resample means: the interval is indicative, not exact.
+- Seeds. Every headline number is the mean over seeds with a 95% Student t-interval over
+  seeds (``mean +- t(m-1) * s / sqrt(m)``, m seeds; :func:`t_interval`). A method's
+  difference from GRPO is *paired by seed* (seed s of the method minus seed s of GRPO,
+  seeds present in both), t-interval of the differences. A difference from the base model
+  (one model, evaluated once) is method seed s minus the base value, and its interval adds
+  the base value's sampling error: ``se^2 = s^2/m + se_base^2`` with Welch-Satterthwaite
+  degrees of freedom, se_base from re-drawing the base model's n samples per question
+  (pass@k: :func:`pass_at_k_se`; distinct answers: :func:`distinct_se`; RL-as-sampling
+  solved fraction: :func:`base_solved_se`; the other base numbers are treated as exact).
+  Questions are held fixed: the intervals are about this test set, not about other
+  questions. With one seed (or one common seed) the interval is ``None`` (shown as n/a).
+  A percentile bootstrap over 3 seeds was too narrow (false positives 4-5x nominal);
+  ``tests/test_statistics.py`` checks the t-interval's false-positive rate on simulated
+  data with no effect.
 - RL as a sampling process (paper Fig. 2). Every rollout of a training question is a
   sample of it. A question's rollouts are ordered by training step (then sample index), so
   after it has been drawn t times it has k = n*t samples (n = group size; with several
@@ -60,10 +66,13 @@ Definitions (also written into ``analysis.json`` under ``definitions``):
 
 Claims (paper vs us): each claim is a signed difference with its interval. "holds" when
 the interval lies strictly on the side the paper claims, "does not hold" when it lies
-strictly on the other side, "inconclusive" when it contains 0 or when there is one seed
-(no interval; the point estimate's sign is reported), "not tested" when the inputs needed
-are missing. Multi-part claims (every k; beats every method) combine parts as written in
-each claim's ``rule``.
+strictly on the other side, "inconclusive" when it contains 0, when there is one seed
+(no interval; the point estimate's sign is reported) or when there are 3 seeds or fewer
+(``MAX_FEW_SEEDS``: labelled "only m seeds", with the side the interval lies on, never
+called significant), "not tested" when the inputs needed are missing. Multi-part claims
+(every k; beats every method) combine parts as written in each claim's ``rule``; "some
+exploration method is above GRPO" tests each method at level 1 - 0.05/m (Bonferroni over
+the m methods).
 """
 
 from __future__ import annotations
@@ -75,7 +84,7 @@ import re
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -93,6 +102,10 @@ EXTRA_COLORS = ("#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 PAPER_KS = (1, 4, 16, 32)
 RUN_RE = re.compile(r"^(?P<method>[A-Za-z0-9_]+?)__s(?P<seed>\d+)$")
 STATUSES = ("holds", "does not hold", "inconclusive", "not tested")
+# Results from this many seeds or fewer are labelled and never called significant: the
+# t-interval is valid there only if the seed values are close to normal, which 3 values
+# cannot show.
+MAX_FEW_SEEDS = 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,8 +115,8 @@ STATUSES = ("holds", "does not hold", "inconclusive", "not tested")
 
 @dataclass(frozen=True)
 class Options:
-    n_boot: int = 10000
-    boot_seed: int = 0
+    n_boot: int = 10000  # unused by the intervals (t-intervals since issue 13); kept for old callers
+    boot_seed: int = 0  # idem
     level: float = 0.95
     last_frac: float = 0.2
     base_sampling: str = "expected"  # expected | first
@@ -161,7 +174,12 @@ def _finite(v: Any) -> bool:
 
 def bootstrap_ci(values: Sequence[float], n_boot: int = 10000, seed: int = 0,
                  level: float = 0.95) -> tuple[Optional[float], Optional[float]]:
-    """Percentile bootstrap interval of the mean; (None, None) with fewer than two values."""
+    """Percentile bootstrap interval of the mean; (None, None) with fewer than two values.
+
+    Not used for the headline intervals any more: with 3-5 seeds it returns about the min-max
+    range and is too narrow (``tests/test_statistics.py`` measures its false-positive rate).
+    Kept as the reference the t-interval is compared with.
+    """
     x = np.asarray([float(v) for v in values if _finite(v)], dtype=float)
     if x.size < 2:
         return None, None
@@ -172,27 +190,186 @@ def bootstrap_ci(values: Sequence[float], n_boot: int = 10000, seed: int = 0,
     return float(lo), float(hi)
 
 
-def seed_stats(per_seed: Mapping[Any, Optional[float]], opts: Options = Options()) -> dict[str, Any]:
-    """Mean, std (ddof 1), bootstrap interval and per-seed values of one quantity."""
+# Student t quantiles without scipy: the t CDF through the regularised incomplete beta function
+# (continued fraction, modified Lentz; Numerical Recipes 6.4), inverted by bisection.
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-14:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def student_t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t with ``df`` (> 0, not necessarily whole) degrees of freedom."""
+    if not df > 0:
+        raise ValueError(f"df must be > 0, got {df}")
+    if math.isinf(df):
+        return 0.5 * math.erfc(-t / math.sqrt(2.0))
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t > 0 else tail
+
+
+def student_t_quantile(p: float, df: float) -> float:
+    """The t with P(T <= t) = p (bisection on :func:`student_t_cdf`, to ~1e-10)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    if p < 0.5:
+        return -student_t_quantile(1.0 - p, df)
+    lo, hi = 0.0, 1.0
+    while student_t_cdf(hi, df) < p:
+        lo, hi = hi, hi * 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if student_t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-10 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
+
+
+def t_interval(values: Sequence[float], level: float = 0.95,
+               extra_se: Optional[float] = None) -> tuple[Optional[float], Optional[float], Optional[float]]:
+    """Interval of the mean of per-seed values: ``mean +- t(df) * se``; returns (lo, hi, df).
+
+    ``se^2 = s^2 / m`` (s: std over the m seeds, ddof 1) plus ``extra_se^2``, the squared
+    standard error of a constant that was subtracted from every value (the base model's
+    estimate: one model, one evaluation, so its sampling error is not in the seed spread).
+    df: m - 1, or the Welch-Satterthwaite value ``se^4 / ((s^2/m)^2 / (m - 1))`` when
+    ``extra_se`` is given (its own df taken as infinite: it comes from >= 100 questions).
+    (None, None, None) with fewer than two values.
+    """
+    x = np.asarray([float(v) for v in values if _finite(v)], dtype=float)
+    m = x.size
+    if m < 2:
+        return None, None, None
+    var_seed = float(x.var(ddof=1)) / m
+    var_extra = float(extra_se) ** 2 if _finite(extra_se) else 0.0
+    var = var_seed + var_extra
+    if var <= 0.0:  # every seed the same value and nothing else uncertain
+        return float(x.mean()), float(x.mean()), float(m - 1)
+    df = (m - 1) * var * var / (var_seed * var_seed) if var_seed > 0 else math.inf
+    half = student_t_quantile(0.5 + level / 2.0, df) * math.sqrt(var)
+    return float(x.mean() - half), float(x.mean() + half), float(df)
+
+
+def seed_stats(per_seed: Mapping[Any, Optional[float]], opts: Options = Options(),
+               extra_se: Optional[float] = None) -> dict[str, Any]:
+    """Mean, std (ddof 1), t-interval and per-seed values of one quantity (see :func:`t_interval`)."""
     vals = {str(s): float(v) for s, v in sorted(per_seed.items(), key=lambda t: str(t[0])) if _finite(v)}
     x = np.array(list(vals.values()), dtype=float)
     if x.size == 0:
-        return {"mean": None, "std": None, "lo": None, "hi": None, "n": 0, "per_seed": {}}
-    lo, hi = bootstrap_ci(x, opts.n_boot, opts.boot_seed, opts.level)
-    return {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if x.size > 1 else None,
-            "lo": lo, "hi": hi, "n": int(x.size), "per_seed": vals}
+        return {"mean": None, "std": None, "lo": None, "hi": None, "df": None, "n": 0, "per_seed": {}}
+    lo, hi, df = t_interval(x, opts.level, extra_se)
+    out = {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if x.size > 1 else None,
+           "lo": lo, "hi": hi, "df": df, "n": int(x.size), "per_seed": vals}
+    if _finite(extra_se):
+        out["base_se"] = float(extra_se)
+    return out
 
 
 def paired_diff(a: Mapping[Any, Optional[float]], b: Mapping[Any, Optional[float]] | float | None,
-                opts: Options = Options()) -> dict[str, Any]:
-    """a - b paired by seed (b a mapping) or a - b for a constant b (the base model)."""
+                opts: Options = Options(), b_se: Optional[float] = None) -> dict[str, Any]:
+    """a - b paired by seed (b a mapping) or a - b for a constant b (the base model).
+
+    ``b_se``: the sampling standard error of a constant ``b``; it widens the interval.
+    """
     if b is None:
         return seed_stats({}, opts)
     if isinstance(b, Mapping):
         d = {s: a[s] - b[s] for s in a if s in b and _finite(a[s]) and _finite(b[s])}
-    else:
-        d = {s: a[s] - b for s in a if _finite(a[s]) and _finite(b)}
-    return seed_stats(d, opts)
+        return seed_stats(d, opts)
+    d = {s: a[s] - b for s in a if _finite(a[s]) and _finite(b)}
+    return seed_stats(d, opts, extra_se=b_se)
+
+
+# The base model's sampling error. One evaluation of it draws n samples per question; had
+# it drawn others, its mean would differ. Per question the variance is that of a
+# re-draw of the n samples (a parametric bootstrap, computed exactly): correct counts are
+# Binomial(n, p~) with p~ = (c + 1/2) / (n + 1), a Jeffreys-style estimate that keeps
+# questions with c = 0 or c = n uncertain (the plug-in c/n would call them exact and
+# understate the error of pass@k at large k); answers are Multinomial(n, counts / n).
+# The mean over Q questions has variance sum_q var_q / Q^2 (questions fixed, samples drawn
+# independently).
+
+
+def pass_at_k_draw_var(n: int, c: int, k: int) -> float:
+    """Variance of the unbiased pass@k of a question re-drawn as c* ~ Binomial(n, p~)."""
+    p = (c + 0.5) / (n + 1.0)
+    cs = np.arange(n + 1)
+    logpmf = np.array([math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) for j in cs]) \
+        + cs * math.log(p) + (n - cs) * math.log1p(-p)
+    pmf = np.exp(logpmf)
+    f = np.array([pass_at_k(n, int(j), k) for j in cs])
+    mean = float(pmf @ f)
+    return float(pmf @ (f - mean) ** 2)
+
+
+def pass_at_k_se(counts: Sequence[tuple[int, int]], k: int) -> Optional[float]:
+    """Standard error of the mean pass@k over questions given each question's (n, c)."""
+    if not counts:
+        return None
+    cache: dict[tuple[int, int], float] = {}
+    total = 0.0
+    for n, c in counts:
+        if (n, c) not in cache:
+            cache[(n, c)] = pass_at_k_draw_var(int(n), int(c), k) if k <= n else 0.0
+        total += cache[(n, c)]
+    return math.sqrt(total) / len(counts)
+
+
+def distinct_draw_var(counts: Mapping[str, int], exclude: frozenset[str] = SENTINEL_KEYS) -> float:
+    """Variance of the number of distinct answers when the n samples are re-drawn from counts/n.
+
+    With J_a = 1{answer a absent}: Var(sum_a (1 - J_a)) = sum_{a,b} Cov(J_a, J_b), where
+    P(J_a) = (1 - p_a)^n and P(J_a J_b) = (1 - p_a - p_b)^n for a != b (sentinel keys are
+    drawn but never counted).
+    """
+    n = sum(counts.values())
+    if n == 0:
+        return 0.0
+    p = np.array([v / n for key, v in counts.items() if key not in exclude], dtype=float)
+    if p.size == 0:
+        return 0.0
+    absent = (1.0 - p) ** n
+    both = np.clip(1.0 - p[:, None] - p[None, :], 0.0, None) ** n
+    cov = both - absent[:, None] * absent[None, :]
+    np.fill_diagonal(cov, absent * (1.0 - absent))
+    return float(max(0.0, cov.sum()))
+
+
+def distinct_se(per_question: Sequence[Mapping[str, Any]]) -> Optional[float]:
+    """Standard error of the mean distinct answers over questions (``answer_counts`` per question)."""
+    rows = [q.get("answer_counts") for q in per_question]
+    if not rows or any(r is None for r in rows):
+        return None
+    return math.sqrt(sum(distinct_draw_var(r) for r in rows)) / len(rows)
 
 
 def fmt(v: Optional[float], digits: int = 3) -> str:
@@ -355,6 +532,26 @@ def base_sampling_stats(base_seqs: Mapping[str, Sequence[tuple[str, bool]]], k: 
             "questions": qs}
 
 
+def base_solved_se(base_seqs: Mapping[str, Sequence[tuple[str, bool]]], k: int, questions: Iterable[str],
+                   mode: str = "expected") -> Optional[float]:
+    """Sampling standard error of the base model's fraction solved at k over ``questions``.
+
+    ``expected``: of the mean unbiased pass@k (:func:`pass_at_k_se`); ``first``: of the mean
+    of 1{a correct sample among the first k}, Bernoulli(1 - (1 - p~)^k) per question.
+    """
+    qs = [q for q in questions if q in base_seqs]
+    if not qs:
+        return None
+    counts = [(len(base_seqs[q]), sum(ok for _, ok in base_seqs[q])) for q in qs]
+    if mode == "expected":
+        return pass_at_k_se(counts, k)
+    var = 0.0
+    for n, c in counts:
+        solved = 1.0 - (1.0 - (c + 0.5) / (n + 1.0)) ** k
+        var += solved * (1.0 - solved)
+    return math.sqrt(var) / len(counts)
+
+
 def base_sequences(rows: Iterable[Mapping[str, Any]]) -> dict[str, list[tuple[str, bool]]]:
     """Graded base samples per question in sample_index order."""
     by_q: dict[str, list[tuple[int, str, bool]]] = defaultdict(list)
@@ -401,6 +598,7 @@ def sampling_analysis(rl_runs: Mapping[str, Mapping[int, list[Mapping[str, Any]]
                 if base_seqs and k <= base_n:
                     b = base_sampling_stats(base_seqs, k, st["questions"], opts.base_sampling)
                     entry["base"] = {m: b[m] for m in SAMPLING_METRICS}
+                    entry["base_se"] = {"frac_solved": base_solved_se(base_seqs, k, st["questions"], opts.base_sampling)}
                 curve[k] = entry
             per_seed[seed] = curve
             all_ks.update(curve)
@@ -409,10 +607,14 @@ def sampling_analysis(rl_runs: Mapping[str, Mapping[int, list[Mapping[str, Any]]
                                                                                for s, c in per_seed.items()}}
         for m in SAMPLING_METRICS:
             res[m] = [seed_stats({s: per_seed[s][k][m] for s in per_seed}, opts) for k in ks]
+            # the base model's sampling error (frac_solved only; seeds may see different questions
+            # in a partial epoch, so the largest of their base standard errors is used)
             res[f"{m}_minus_base"] = [
                 seed_stats({s: (per_seed[s][k][m] - per_seed[s][k]["base"][m])
                             for s in per_seed if "base" in per_seed[s][k]
-                            and _finite(per_seed[s][k][m]) and _finite(per_seed[s][k]["base"][m])}, opts)
+                            and _finite(per_seed[s][k][m]) and _finite(per_seed[s][k]["base"][m])}, opts,
+                           extra_se=max((per_seed[s][k].get("base_se", {}).get(m) or 0.0 for s in per_seed),
+                                        default=0.0) or None)
                 for k in ks]
         full_ks = [k for k in ks if all(per_seed[s][k]["all_questions"] for s in per_seed)]
         base_ks = [k for k in ks if all("base" in per_seed[s][k] for s in per_seed)]
@@ -558,6 +760,7 @@ def eval_values(ev: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("mean_at_n", "distinct_answers", "answer_entropy", "mean_length", "frac_truncated", "frac_no_answer"):
         vals[key] = s.get(key)
     vals.update(_per_question_split(ev.get("per_question")))
+    vals["per_question"] = ev.get("per_question")
     return vals
 
 
@@ -599,6 +802,16 @@ def test_analysis(evals: Mapping[tuple[str, int, str], Mapping[str, Any]], opts:
         if b:
             res["base"] = {"step": b["step"], "pass_at_k": {str(k): b["pass_at_k"].get(k) for k in ks_all},
                            **{key: b.get(key) for key in TEST_SCALARS}}
+            # sampling standard errors of the base model's numbers (None without per_question.jsonl)
+            pq = b.get("per_question")
+            counts = [(int(q["n"]), int(q["c"])) for q in pq] if pq else []
+            b["pass_se"] = {k: pass_at_k_se(counts, k) for k in ks_all} if counts else {}
+            b["distinct_se"] = distinct_se(pq) if pq else None
+            res["base"]["pass_at_k_se"] = {str(k): v for k, v in b["pass_se"].items()}
+            res["base"]["distinct_answers_se"] = b["distinct_se"]
+            if not pq:
+                notes.append(f"{ds}: base evaluation without per_question.jsonl; its sampling error is left out "
+                             "of the intervals (treated as exact)")
         else:
             notes.append(f"{ds}: no base-model evaluation; differences from base are not available")
         grpo = methods.get("grpo", {})
@@ -612,14 +825,16 @@ def test_analysis(evals: Mapping[tuple[str, int, str], Mapping[str, Any]], opts:
                     if method != "grpo" and step in grpo:
                         st["pass_minus_grpo"][str(k)] = paired_diff(pv, {s: v["pass_at_k"].get(k) for s, v in grpo[step].items()}, opts)
                     if b:
-                        st["pass_minus_base"][str(k)] = paired_diff(pv, b["pass_at_k"].get(k), opts)
+                        st["pass_minus_base"][str(k)] = paired_diff(pv, b["pass_at_k"].get(k), opts,
+                                                                    b_se=b["pass_se"].get(k))
                 for key in TEST_SCALARS:
                     pv = {s: v.get(key) for s, v in seeds.items()}
                     st[key] = seed_stats(pv, opts)
                     if method != "grpo" and step in grpo:
                         st[f"{key}_minus_grpo"] = paired_diff(pv, {s: v.get(key) for s, v in grpo[step].items()}, opts)
                     if b:
-                        st[f"{key}_minus_base"] = paired_diff(pv, b.get(key), opts)
+                        st[f"{key}_minus_base"] = paired_diff(
+                            pv, b.get(key), opts, b_se=b["distinct_se"] if key == "distinct_answers" else None)
                 mres[str(step)] = st
             res["methods"][method] = mres
         out[ds] = res
@@ -640,11 +855,24 @@ def judge(st: Optional[Mapping[str, Any]], direction: int) -> tuple[str, str]:
         agrees = direction * mean > 0
         return "inconclusive", (f"{st.get('n', 1)} seed: no interval; point estimate "
                                 f"{'agrees with' if agrees else 'goes against'} the paper")
-    if direction * lo > 0 and direction * hi > 0:
+    n = int(st.get("n") or 0)
+    side = ("paper's" if direction * lo > 0 and direction * hi > 0 else
+            "opposite" if direction * lo < 0 and direction * hi < 0 else None)
+    if side and n <= MAX_FEW_SEEDS:
+        return "inconclusive", (f"only {n} seeds (<= {MAX_FEW_SEEDS}): not called significant; the interval lies on "
+                                f"the {side} side")
+    if side == "paper's":
         return "holds", "interval excludes 0 on the paper's side"
-    if direction * lo < 0 and direction * hi < 0:
+    if side == "opposite":
         return "does not hold", "interval excludes 0 on the opposite side"
     return "inconclusive", "interval contains 0"
+
+
+def _few_or(n: int, why: str) -> str:
+    """The reason a multi-part claim is inconclusive: few seeds if so, else ``why``."""
+    if 1 < n <= MAX_FEW_SEEDS:
+        return f"only {n} seeds (<= {MAX_FEW_SEEDS}): not called significant"
+    return why
 
 
 def _evid(label: str, st: Optional[Mapping[str, Any]]) -> str:
@@ -658,7 +886,8 @@ def _claim(claim: str, measure: str, evidence: str, status: str, why: str, rule:
 
 
 TEST_CLAIMS = ("GRPO raises pass@1 over the base model", "GRPO lowers the number of distinct answers per question",
-               "At large k, GRPO's pass@k falls to or below the base model's", "UCB-Con beats GRPO at every k",
+               "At large k, GRPO's pass@k falls below the base model's",
+               "At large k, some exploration method is above GRPO", "UCB-Con beats GRPO at every k",
                "Batch gives the highest large-k pass@k late in training")
 
 
@@ -687,17 +916,44 @@ def evaluate_claims(test: Mapping[str, Any], sampling: Mapping[str, Any], tables
         claims.append(_claim(f"GRPO lowers the number of distinct answers per question{tag}",
                              f"distinct answers in {n} samples, GRPO - base, {where}", _evid("diff", st), s, why,
                              simple_rule + " (< 0)"))
-        # 3. large k: GRPO falls to or below base
+        # 3. large k: GRPO falls below base
         st = g["pass_minus_base"].get(str(n)) if g else None
         s, why = judge(st, -1)
-        if s == "inconclusive" and st and st.get("lo") is not None:
-            why += " (consistent with 'falls to base': no significant difference)"
         g1 = (g["pass_minus_base"].get("1") or {}).get("mean") if g else None
         extra_note = f"; for scale, the pass@1 gain is {fmt(g1, 3)}" if g1 is not None else ""
-        claims.append(_claim(f"At large k, GRPO's pass@k falls to or below the base model's{tag}",
+        claims.append(_claim(f"At large k, GRPO's pass@k falls below the base model's{tag}",
                              f"pass@{n}(GRPO) - pass@{n}(base), {where}", _evid("diff", st) + extra_note, s, why,
                              "holds if the interval lies below 0; does not hold if above 0; "
                              "inconclusive if it contains 0 (GRPO level with base)"))
+        # 4. some exploration method is above GRPO at large k (Bonferroni over the methods tried:
+        # "at least one of m" at level 95% needs each interval at 1 - 0.05/m)
+        explorers = [m for m in res["methods"] if m != "grpo" and str(fs) in res["methods"][m]
+                     and (res["methods"][m][str(fs)]["pass_minus_grpo"].get(str(n)) or {}).get("mean") is not None]
+        if not explorers:
+            claims.append(_claim(f"At large k, some exploration method is above GRPO{tag}",
+                                 f"pass@{n}(method) - pass@{n}(GRPO), {where}", "no data", "not tested",
+                                 "GRPO or the exploration methods not evaluated", ""))
+        else:
+            bonf = replace(opts, level=1.0 - (1.0 - opts.level) / len(explorers))
+            parts, verdicts = [], {}
+            for m in explorers:
+                per = res["methods"][m][str(fs)]["pass_minus_grpo"][str(n)]["per_seed"]
+                d = seed_stats(per, bonf)
+                verdicts[m] = judge(d, +1)
+                parts.append(f"{method_label(m)} {fmt_ci(d, signed=True)}")
+            winners = [m for m, (x, _) in verdicts.items() if x == "holds"]
+            if winners:
+                s, why = "holds", f"{', '.join(method_label(m) for m in winners)} above GRPO, interval > 0"
+            elif all(x == "does not hold" for x, _ in verdicts.values()):
+                s, why = "does not hold", "every exploration method significantly below GRPO"
+            else:
+                few = [w for x, w in verdicts.values() if "not called significant" in w]
+                s, why = "inconclusive", (few[0] if few else "every interval contains 0 or lies below it")
+            claims.append(_claim(
+                f"At large k, some exploration method is above GRPO{tag}",
+                f"pass@{n}(method) - pass@{n}(GRPO), paired by seed, {where}; intervals at "
+                f"{bonf.level * 100:.2f}% (Bonferroni over {len(explorers)} methods)", "; ".join(parts), s, why,
+                "holds if some method's Bonferroni-adjusted interval is > 0; does not hold if every method's is < 0"))
         # 6. UCB-Con beats GRPO at every k
         uc = res["methods"].get("ucb_con", {}).get(str(fs)) if fs is not None else None
         diffs = [(int(k), v) for k, v in (uc or {}).get("pass_minus_grpo", {}).items() if v and v.get("mean") is not None]
@@ -716,7 +972,9 @@ def evaluate_claims(test: Mapping[str, Any], sampling: Mapping[str, Any], tables
                 bad = [k for (k, _), x in zip(diffs, stats) if x == "does not hold"]
                 s, why = "does not hold", f"UCB-Con significantly below GRPO at k = {bad[:6]}"
             else:
-                s, why = "inconclusive", "some intervals contain 0 (or one seed)"
+                s, why = "inconclusive", (f"only {uc['pass_at_k']['1']['n']} seeds (<= {MAX_FEW_SEEDS}): not "
+                                          "called significant" if 1 < uc["pass_at_k"]["1"]["n"] <= MAX_FEW_SEEDS
+                                          else "some intervals contain 0 (or one seed)")
             claims.append(_claim(
                 f"UCB-Con beats GRPO at every k{tag}", f"pass@k(UCB-Con) - pass@k(GRPO), paired by seed, k = 1..{n}, {where}",
                 f"diff from {fmt_ci(lo_k[1], signed=True)} (k={lo_k[0]}) to {fmt_ci(hi_k[1], signed=True)} (k={hi_k[0]}); "
@@ -745,7 +1003,8 @@ def evaluate_claims(test: Mapping[str, Any], sampling: Mapping[str, Any], tables
             elif any(x == "does not hold" for x in statuses):
                 s, why = "does not hold", "some method is significantly above batch"
             else:
-                s, why = "inconclusive", f"highest mean: {method_label(top)}; some intervals contain 0 (or one seed)"
+                s, why = "inconclusive", f"highest mean: {method_label(top)}; " + _few_or(
+                    bt["pass_at_k"][str(n)]["n"], "some intervals contain 0 (or one seed)")
             claims.append(_claim(f"Batch gives the highest large-k pass@k late in training{tag}",
                                  f"pass@{n}(batch) - pass@{n}(other), paired by seed, {where}",
                                  f"batch pass@{n} = {fmt_ci(bt['pass_at_k'][str(n)])}; " + "; ".join(parts), s, why,
@@ -786,7 +1045,7 @@ def evaluate_claims(test: Mapping[str, Any], sampling: Mapping[str, Any], tables
         elif "not tested" in (s1, s2):
             s, why = "not tested", "no unsolved or solved groups in the window"
         else:
-            s, why = "inconclusive", "an interval contains 0 (or one seed)"
+            s, why = "inconclusive", _few_or(du["n"], "an interval contains 0 (or one seed)")
         claims.append(_claim("Batch's extra diversity sits on unsolved questions (Table 2)",
                              "distinct answers per group of n, batch - GRPO, on unsolved vs solved groups, last "
                              f"{tables.get('last_frac', 0) * 100:.0f}% of training steps",
@@ -827,7 +1086,7 @@ def build_tables(a: Mapping[str, Any], out_dir: Path) -> list[dict[str, Any]]:
                        "rows": [["n/a" if v is None else str(v) for v in r] for r in rows], **files})
 
     # claims
-    add("claims", "Paper vs us", "Each claim of the paper, the number that tests it (mean over seeds [95% bootstrap "
+    add("claims", "Paper vs us", "Each claim of the paper, the number that tests it (mean over seeds [95% t-interval "
         "interval]) and the verdict. Rule: holds / does not hold when the interval excludes 0 on the paper's / the "
         "other side; inconclusive when it contains 0 or there is one seed; not tested when inputs are missing.",
         ["claim", "measured as", "our result", "verdict", "why"],
@@ -872,7 +1131,7 @@ def build_tables(a: Mapping[str, Any], out_dir: Path) -> list[dict[str, Any]]:
             rows.append([method_label(m), len(st["seeds"]), fs] + [fmt_ci(st["pass_at_k"][str(k)]) for k in ks]
                         + [fmt_ci(st["distinct_answers"], 2)])
         add(f"test_{ds}", f"Test pass@k on {ds} (step {fs})",
-            f"pass@k on the {ds} test set at the last evaluated step, mean over seeds [95% bootstrap interval], and "
+            f"pass@k on the {ds} test set at the last evaluated step, mean over seeds [95% t-interval over seeds], and "
             f"distinct answers per question among n = {res['n']} samples.",
             ["method", "seeds", "step"] + [f"pass@{k}" for k in ks] + ["distinct answers"], rows)
         rows = []
@@ -887,8 +1146,8 @@ def build_tables(a: Mapping[str, Any], out_dir: Path) -> list[dict[str, Any]]:
             rows.append([method_label(m), "base" if m == "grpo" else "GRPO"]
                         + [fmt_ci(ref.get(str(k)), signed=True) for k in ks] + [fmt_ci(dk, 2, signed=True)])
         add(f"diff_{ds}", f"Paired differences on {ds} (step {fs})",
-            "Each method minus GRPO, paired by seed (GRPO's row: GRPO minus the base model), mean [95% bootstrap "
-            "interval]. An interval that excludes 0 is a difference the seeds support.",
+            "Each method minus GRPO, paired by seed (GRPO's row: GRPO minus the base model), mean [95% t-interval; "
+            "GRPO - base includes the base model's sampling error]. An interval that excludes 0 is a difference the seeds support.",
             ["method", "minus"] + [f"pass@{k}" for k in ks] + ["distinct answers"], rows)
     # sampling table
     sm = a["sampling"]
@@ -962,7 +1221,7 @@ def build_figures(a: Mapping[str, Any], out_dir: Path) -> list[dict[str, Any]]:
     plt = _plt()
     figs: list[dict[str, Any]] = []
     colors, methods = a["meta"]["colors"], a["meta"]["methods"]
-    band_note = ("Lines: mean over seeds; shaded band: 95% percentile bootstrap interval over seeds (absent with one "
+    band_note = ("Lines: mean over seeds; shaded band: 95% t-interval over seeds (absent with one "
                  "seed). Colours are fixed per method in every figure; the base model is black.")
 
     def save(fig, name, title, caption, guide):
@@ -1065,7 +1324,7 @@ def build_figures(a: Mapping[str, Any], out_dir: Path) -> list[dict[str, Any]]:
                 ax.legend(loc="best")
                 save(fig, f"fig_diff_grpo_{ds}.png", f"Difference from GRPO on {ds}",
                      "Each exploration method's pass@k minus GRPO's, paired by seed, at the last evaluated step; band: "
-                     "95% bootstrap interval of the paired difference.",
+                     "95% t-interval of the paired difference.",
                      "Above the grey zero line: better than GRPO at that k. Where the band clears 0 the seeds agree; "
                      "where it straddles 0 the difference is within seed noise.")
     # training dynamics
@@ -1194,10 +1453,12 @@ def _jsonable(x: Any) -> Any:
 def _definitions(opts: Options) -> dict[str, str]:
     pct = f"{opts.last_frac * 100:.0f}%"
     return {
-        "seeds": f"Mean over seeds; {opts.level * 100:.0f}% percentile bootstrap interval over seeds, "
-                 f"B = {opts.n_boot} resamples, numpy default_rng({opts.boot_seed}). Differences from GRPO are paired "
-                 "by seed; differences from the base model subtract its single value. One seed: interval n/a. With "
-                 "2-3 seeds the interval is coarse (few distinct resamples) and indicative only.",
+        "seeds": f"Mean over seeds; {opts.level * 100:.0f}% Student t-interval over seeds. Differences from GRPO "
+                 "are paired by seed. Differences from the base model subtract its single value and add its sampling "
+                 "standard error (re-drawing its n samples per question; pass@k, distinct answers and the "
+                 "RL-as-sampling solved fraction) to the seeds' spread, with Welch-Satterthwaite degrees of freedom. "
+                 "Test questions are held fixed. One seed: interval n/a. With 3 seeds or fewer no claim is called "
+                 "significant (labelled 'only m seeds').",
         "sampling": "k = samples per training question: a question's rollouts in step order; each time it is drawn "
                     "its k grows by the group size n. At each k the questions with >= k rollouts are compared with "
                     "the base model on the same questions. Base: "
@@ -1246,8 +1507,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out-dir", required=True, help="folder for analysis.json, tables (TSV, MD) and figures (PNG)")
     ap.add_argument("--methods", default=",".join(METHOD_ORDER), help="expected methods, in display order")
     ap.add_argument("--ks", default=",".join(map(str, PAPER_KS)), help="k values of the headline tables")
-    ap.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples B")
-    ap.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap generator")
+    ap.add_argument("--bootstrap", type=int, default=10000,
+                    help="unused since intervals are t-intervals; accepted so old command lines run")
+    ap.add_argument("--bootstrap-seed", type=int, default=0, help="unused (see --bootstrap)")
     ap.add_argument("--level", type=float, default=0.95, help="interval level")
     ap.add_argument("--last-frac", type=float, default=0.2, help="Tables 1-2: fraction of final training steps averaged")
     ap.add_argument("--base-sampling", choices=["expected", "first"], default="expected",

@@ -53,8 +53,9 @@ td.unk{background:#fff3cd!important;font-weight:600} td.na{background:#eee!impor
 """
 
 GUIDE = [
-    "Every number is a mean over training seeds. Brackets give a 95% percentile bootstrap interval over seeds "
-    "(n/a with one seed). Treat intervals from 2-3 seeds as indicative: they are coarse.",
+    "Every number is a mean over training seeds. Brackets give a 95% Student t-interval over seeds (n/a with one "
+    "seed); a difference from the base model also carries the base model's own sampling error. With 3 seeds or "
+    "fewer no claim is called significant.",
     "Differences between an exploration method and GRPO are paired by seed (same seed, same data order). An interval "
     "that excludes 0 means the seeds agree on the sign; one that contains 0 means we cannot tell.",
     "Colours are fixed per method in every figure (GRPO blue, UCB orange, UCB-Mean green, UCB-Con red, Batch purple); "
@@ -241,7 +242,7 @@ def build_report(analysis_dir: str | Path, bandits_dir: str | Path | None = None
     head = (f"<h1>{_esc(title)}</h1><p class='meta'>Song, Kempe &amp; Munos, <i>Outcome-based Exploration for LLM "
             f"Reasoning</i> (arXiv 2509.06941). Methods: {_esc(methods) or 'none'}"
             + (f"; not run: {_esc(', '.join(miss))}" if miss else "")
-            + f". Bootstrap B = {_esc(meta.get('n_boot'))}, seed {_esc(meta.get('boot_seed'))}. Generated "
+            + f". Intervals: {float(meta.get('level') or 0.95) * 100:g}% t-intervals over seeds. Generated "
             f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from {_esc(adir)}.</p>")
     nav = "<nav>" + "".join(f"<a href='#{k}'>{_esc(t)}</a>" for k, t in SECTIONS) + "</nav>"
     body = "".join(f"<section id='{k}'><h2>{_esc(t)}</h2>{''.join(parts[k])}</section>" for k, t in SECTIONS)
