@@ -331,11 +331,68 @@ def test_vllm_backend_maps_outputs(tiny):
     assert llm2.calls == llm.calls
 
 
-def test_vllm_unexpected_finish_reason(tiny):
+def test_vllm_other_finish_reasons_are_recorded_and_counted(tiny, data_file, tmp_path):
+    # abort / error / repetition on some sequences must not kill the job: rows keep the reason
+    from obe.records import read_jsonl
+
     _, tok = tiny
-    backend = VLLMBackend(FakeLLM(reasons=["abort"]), tok, sampling_params_factory=dict)
-    with pytest.raises(ValueError, match="finish_reason"):
-        generate_texts(backend, tok, PROMPTS[:1], 1, SamplingConfig())
+    recs = read_jsonl(str(data_file))
+    reasons_cycle = ["stop", "abort", "error", "repetition", "length"]
+    backend = VLLMBackend(FakeLLM(reasons=reasons_cycle), tok, sampling_params_factory=dict)
+    out, counts = tmp_path / "v.jsonl", {}
+    n = len(reasons_cycle)
+    written = sampling.run_sampling(backend, recs, [r.problem for r in recs], True, n, SamplingConfig(batch_size=10),
+                                    out, {"backend": "vllm"}, progress=False, reasons=counts)
+    rows = read_rows(out)
+    assert written == len(rows) == n * len(recs)
+    assert [r["finish_reason"] for r in rows[:n]] == reasons_cycle
+    assert counts == {r: len(recs) for r in reasons_cycle}
+    # a resume counts the kept rows too: the summary covers the whole file
+    again: dict[str, int] = {}
+    assert sampling.run_sampling(backend, recs, [r.problem for r in recs], True, n, SamplingConfig(batch_size=10),
+                                 out, {"backend": "vllm"}, progress=False, reasons=again) == 0
+    assert again == counts
+
+
+class DriftingLLM(FakeLLM):
+    """Like vLLM without batch-invariant mode: the same request gives other samples on each call."""
+
+    def __init__(self, drift=0):
+        super().__init__()
+        self.drift = drift
+
+    def generate(self, prompts, sampling_params, use_tqdm=True):
+        shifted = [dict(sp, seed=sp["seed"] + 7 * len(self.calls) + self.drift) for sp in sampling_params]
+        return super().generate(prompts, shifted, use_tqdm)
+
+
+def test_vllm_resume_is_correct_by_row_identity(tiny, data_file, tmp_path):
+    from obe.records import read_jsonl
+
+    _, tok = tiny
+    recs = read_jsonl(str(data_file))
+    prompts = [r.problem for r in recs]
+    cfg = SamplingConfig(max_new_tokens=8, batch_size=6)
+    out = tmp_path / "v.jsonl"
+    meta = {"backend": "vllm", "vllm": {"max_model_len": 512},
+            "vllm_engine": {"tensor_parallel_size": 1, "gpu_memory_utilization": 0.9}}
+    sampling.run_sampling(VLLMBackend(DriftingLLM(), tok, sampling_params_factory=dict), recs, prompts, True, 3,
+                          cfg, out, meta, progress=False)
+    full = out.read_bytes()
+    lines = full.split(b"\n")
+    out.write_bytes(b"\n".join(lines[:8]) + b"\n" + lines[8][:5])  # killed inside the second batch
+    # engine settings that do not change the distribution may change on resume
+    moved = dict(meta, vllm_engine={"tensor_parallel_size": 2, "gpu_memory_utilization": 0.95})
+    llm = DriftingLLM(drift=3)  # the engine's state differs: resampled rows differ
+    assert sampling.run_sampling(VLLMBackend(llm, tok, sampling_params_factory=dict), recs, prompts, True, 3, cfg,
+                                 out, moved, progress=False) == 12
+    rows = read_rows(out)
+    assert [(r["question_id"], r["sample_index"]) for r in rows] == [(f"q{i}", s) for i in range(6) for s in range(3)]
+    assert out.read_bytes().startswith(b"\n".join(lines[:6]) + b"\n")  # the finished batch is kept as it was
+    assert out.read_bytes() != full  # the rest are new draws
+    with pytest.raises(sampling.ResumeError, match="max_model_len"):
+        sampling.run_sampling(VLLMBackend(DriftingLLM(), tok, sampling_params_factory=dict), recs, prompts, True, 3,
+                              cfg, out, dict(meta, vllm={"max_model_len": 1024}), progress=False)
 
 
 def test_vllm_run_sampling_rows_and_resume(tiny, data_file, tmp_path):

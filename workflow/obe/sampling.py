@@ -6,7 +6,9 @@ Two backends share one interface and one row schema (:data:`ROW_FIELDS`):
 
 ``num_tokens`` counts completion tokens up to and including the EOS token that ended the
 sample (no padding); ``finish_reason`` is ``"stop"`` (an EOS was produced) or ``"length"``
-(``max_new_tokens`` reached). ``text`` is the decoded completion without special tokens.
+(``max_new_tokens`` reached), and with vLLM whatever else the engine reports (``"abort"``,
+``"error"``, ``"repetition"``, ...): every reason is recorded as given, counted in the stage's
+summary and log, and graded like any text; no reason stops the job. ``text`` is the decoded completion without special tokens.
 This stage writes ``answer``/``outcome_key``/``correct`` as null; ``python -m obe.grade``
 fills them, so a grader change never reruns sampling.
 
@@ -29,7 +31,18 @@ defaults (top_k, repetition_penalty, ...) are ignored, as with vLLM's
 backend only), ``LLM.generate`` with token-id prompts (tokenized here with the same
 tokenizer and ``add_special_tokens`` rule as ``hf``) and one ``SamplingParams(n, temperature,
 top_p, max_tokens, seed)`` per question, whose seed is a hash of ``(seed, question id)``
-(vLLM derives per-sample seeds from it). Batches are whole questions.
+(vLLM derives per-sample seeds from it). Batches are whole questions. ``--max-model-len``
+(context length; set it for 128k-context models on 40-80 GB cards), ``--tensor-parallel-size``
+and ``--gpu-memory-utilization`` (0.9: the sampling job has the GPU to itself) go to
+``vllm.LLM``; the dtype is ``--dtype`` (the config's ``base_model.dtype``).
+
+Resume guarantees. Both backends: a resumed output holds every (question, sample) row exactly
+once, in order, made with the recorded parameters (rows are checked by identity, finished
+batches are kept and the rest is sampled again). ``hf``: the resumed file is also byte-identical
+to an uninterrupted run on the same device and thread count. ``vllm``: not bitwise reproducible
+(batching and kernels vary between runs unless vLLM's batch-invariant mode is on), so resampled
+batches are new draws from the same distribution; ``--tensor-parallel-size`` and
+``--gpu-memory-utilization`` may change on resume, ``--max-model-len`` may not.
 
 NOT VERIFIED HERE (no GPU, vLLM not installed in the dev environment): the ``vllm.LLM``
 construction and ``LLM.generate`` call themselves, and three assumptions about vLLM's
@@ -77,7 +90,7 @@ ROW_FIELDS = (
     "outcome_key",
     "correct",
 )
-FINISH_REASONS = ("stop", "length")
+FINISH_REASONS = ("stop", "length")  # what the hf backend produces; vLLM may report others
 META_FORMAT = 1
 DEFAULT_BATCH_SIZE = {"hf": 16, "vllm": 4096}
 DEFAULT_DTYPE = {"hf": "float32", "vllm": "auto"}
@@ -260,9 +273,9 @@ def vllm_sampling_kwargs(n: int, cfg: SamplingConfig, seed: int) -> dict[str, An
 
 def completion_from_vllm(output) -> Completion:
     """Map a vLLM ``CompletionOutput`` (text, token_ids, finish_reason) to a :class:`Completion`."""
-    reason = output.finish_reason
-    if reason not in FINISH_REASONS:
-        raise ValueError(f"unexpected vLLM finish_reason {reason!r} (expected one of {FINISH_REASONS})")
+    # Recorded as given: "abort", "error" or "repetition" on one sequence must not kill a job
+    # holding thousands of finished samples (the summary counts them).
+    reason = str(output.finish_reason) if output.finish_reason is not None else "unknown"
     token_ids = tuple(int(t) for t in output.token_ids)
     return Completion(output.text, len(token_ids), reason, token_ids)
 
@@ -433,8 +446,9 @@ def meta_path(out: str | Path) -> Path:
     return Path(str(out) + ".meta.json")
 
 
-# Meta keys recorded for information only (not compared on resume).
-INFO_META_KEYS = ("data",)
+# Meta keys recorded for information only (not compared on resume): where the data lives, and
+# vLLM engine settings that change speed and memory, not the sampling distribution.
+INFO_META_KEYS = ("data", "vllm_engine")
 
 
 def check_or_write_meta(out: Path, meta: dict[str, Any]) -> None:
@@ -468,17 +482,20 @@ class ResumeError(RuntimeError):
     pass
 
 
-def resume_point(out: Path, batches: list[list[Row]], keys: Sequence[str]) -> tuple[int, int]:
+def resume_point(out: Path, batches: list[list[Row]], keys: Sequence[str],
+                 reasons: dict[str, int] | None = None) -> tuple[int, int]:
     """``(finished batches, byte offset of their end)`` for an existing (possibly killed) output.
 
     Complete lines are checked against the expected (question_id, sample_index) sequence; a
-    partial trailing line and rows of an unfinished batch are not counted.
+    partial trailing line and rows of an unfinished batch are not counted. ``reasons`` (if
+    given) receives the finish-reason counts of the rows kept.
     """
     if not out.exists():
         return 0, 0
     data = out.read_bytes()
     expected = [(keys[q], s) for batch in batches for q, s in batch]
     ends: list[int] = []  # byte offset after each valid complete row
+    row_reasons: list[str] = []
     pos = 0
     while True:
         nl = data.find(b"\n", pos)
@@ -496,12 +513,16 @@ def resume_point(out: Path, batches: list[list[Row]], keys: Sequence[str]) -> tu
             raise ResumeError(f"{out}: line {i + 1} is {got}, expected {want}; cannot resume")
         pos = nl + 1
         ends.append(pos)
+        row_reasons.append(str(row.get("finish_reason")))
     done, rows = 0, 0
     for batch in batches:
         if rows + len(batch) > len(ends):
             break
         rows += len(batch)
         done += 1
+    if reasons is not None:
+        for r in row_reasons[:rows]:
+            reasons[r] = reasons.get(r, 0) + 1
     return done, (ends[rows - 1] if rows else 0)
 
 
@@ -515,8 +536,11 @@ def run_sampling(
     out: str | Path,
     meta: dict[str, Any],
     progress: bool = True,
+    reasons: dict[str, int] | None = None,
 ) -> int:
-    """Sample ``records`` into ``out`` (resuming if present); returns the number of rows written now."""
+    """Sample ``records`` into ``out`` (resuming if present); returns the number of rows written now.
+
+    ``reasons`` (if given) receives the finish-reason counts of the whole output file."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     keys = [r.id for r in records]
@@ -524,7 +548,8 @@ def run_sampling(
         raise ValueError("duplicate question ids in the data file")
     check_or_write_meta(out, meta)
     batches = backend.plan(len(records), n, cfg)
-    done, offset = resume_point(out, batches, keys)
+    reasons = {} if reasons is None else reasons
+    done, offset = resume_point(out, batches, keys, reasons)
     with open(out, "r+b" if out.exists() else "wb") as f:
         f.truncate(offset)
     prompt_ids = tokenize_prompts(backend.tokenizer, prompts, add_special_tokens)
@@ -535,6 +560,8 @@ def run_sampling(
         for batch in batches[done:]:
             comps = backend.run(prompt_ids, keys, batch, cfg)
             payload = b"".join(encode_row(sample_row(keys[q], s, prompts[q], c)) for (q, s), c in zip(batch, comps))
+            for c in comps:
+                reasons[c.finish_reason] = reasons.get(c.finish_reason, 0) + 1
             f.write(payload)
             f.flush()
             written += len(batch)
@@ -656,7 +683,9 @@ def _main(args: argparse.Namespace) -> int:
         "data": str(args.data),
     }
     if args.backend == "vllm":
-        meta["vllm"] = {"max_model_len": args.max_model_len, "tensor_parallel_size": args.tensor_parallel_size}
+        meta["vllm"] = {"max_model_len": args.max_model_len}
+        meta["vllm_engine"] = {"tensor_parallel_size": args.tensor_parallel_size,
+                               "gpu_memory_utilization": args.gpu_memory_utilization}
     out = Path(args.out)
     tokenizer = load_tokenizer(model_cfg)
     if args.backend == "hf":
@@ -678,13 +707,20 @@ def _main(args: argparse.Namespace) -> int:
     prompts = build_prompts(tokenizer, [r.problem for r in records], model_cfg)
     if args.sleep_after_batch:
         backend = _Throttled(backend, args.sleep_after_batch)
+    reasons: dict[str, int] = {}
     written = run_sampling(
         backend, records, prompts, prompt_adds_special_tokens(tokenizer, model_cfg), args.n, cfg, out, meta,
-        progress=not args.no_progress,
+        progress=not args.no_progress, reasons=reasons,
     )
     print(f"wrote {written} new rows to {out} ({len(records)} questions x {args.n} samples)", file=sys.stderr)
+    print("finish reasons: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())), file=sys.stderr)
+    unusual = {k: v for k, v in reasons.items() if k not in FINISH_REASONS}
+    if unusual:
+        print(f"warning: {sum(unusual.values())} samples ended by {sorted(unusual)} (kept and graded as written)",
+              file=sys.stderr)
     log_stage_summary(args, stage="sample", name=Path(args.out).stem, config=meta,
-                      summary={"questions": len(records), "n": args.n, "rows_written": written})
+                      summary={"questions": len(records), "n": args.n, "rows_written": written,
+                               **{f"finish_reason/{k}": v for k, v in sorted(reasons.items())}})
     return 0
 
 
