@@ -99,8 +99,11 @@ def sampling_args():
         "--batch-size", s.get("batch_size", 16),
         "--engine", s.get("engine", "auto"),
     ]
-    if s.get("backend") == "vllm" and "gpu_memory_utilization" in s:
-        args += ["--gpu-memory-utilization", s["gpu_memory_utilization"]]
+    if s.get("backend") == "vllm":
+        args += ["--gpu-memory-utilization", s.get("gpu_memory_utilization", 0.9),
+                 "--tensor-parallel-size", s.get("tensor_parallel_size", 1)]
+        if s.get("max_model_len"):
+            args += ["--max-model-len", s["max_model_len"]]
     return " ".join(shlex.quote(str(a)) for a in args)
 
 
@@ -136,6 +139,12 @@ def train_args(method, seed):
         "mu": t["mu"],
         "checkpoint-every": t["checkpoint_every"],
         "engine": t["engine"],
+        "micro-batch": t.get("micro_batch", 0),
+        "rollout-batch": t.get("rollout_batch", 0),
+        "master-weights": t.get("master_weights", "float32"),
+        "dtype": bm.get("dtype", "float32"),
+        "use-chat-template": bm.get("use_chat_template", "auto"),
+        "system-prompt": bm.get("system_prompt") or "",
         "save-steps": ",".join(str(x) for x in eval_steps()),
         "max-new-tokens": s["max_new_tokens"],
         "temperature": s["temperature"],
@@ -147,6 +156,7 @@ def train_args(method, seed):
     for key in ("coef", "b0"):
         if key in settings:
             args.append(f"--{key}={settings[key]}")
+    args.append("--gradient-checkpointing" if t.get("gradient_checkpointing") else "--no-gradient-checkpointing")
     for key in ("leave_one_out", "count_before_update", "gate_solved", "mask_answer_tokens", "bonus_in_reward"):
         if key in settings:
             args.append(f"--{'' if settings[key] else 'no-'}{key.replace('_', '-')}")
@@ -157,6 +167,32 @@ def device_args():
     """The torch device of sampling and training (config `device`; the GPU is allocated by
     `gpus_per_job`, kept separate so a GPU-less test cluster can still exercise GPU requests)."""
     return f"--device {config['device']}"
+
+
+def job_resources(rule):
+    """What one rule's jobs ask for, from config `resources.<rule>`: mem_mb (MB), runtime
+    (minutes of the first attempt), gpus and threads; a null gpus or threads is the top-level
+    `gpus_per_job` or `threads` (the one place of each default)."""
+    r = config["resources"][rule]
+    return {
+        "mem_mb": r["mem_mb"],
+        "runtime": r["runtime"],
+        "gpus": config["gpus_per_job"] if r["gpus"] is None else r["gpus"],
+        "threads": config["threads"] if r["threads"] is None else r["threads"],
+    }
+
+
+def rule_resources(rule):
+    """A rule's `resources:` (used as `resources: **rule_resources(name)`). Attempt k of a job
+    gets k x runtime, so a job killed at its time limit and retried (the Slurm profile's
+    `retries`) comes back with more time; sampling and training resume where they stopped.
+    `gpu` is the resource snakemake-executor-plugin-slurm turns into --gpus."""
+    r = job_resources(rule)
+    return {
+        "mem_mb": r["mem_mb"],
+        "runtime": lambda wildcards, attempt: r["runtime"] * attempt,
+        "gpu": r["gpus"],
+    }
 
 
 def trained_runs():

@@ -1,11 +1,14 @@
-"""Rollouts for the RL trainer: B prompts x n samples in one batched call (``model.generate`` or :mod:`obe.fastlm`).
+"""Rollouts for the RL trainer: B prompts x n samples in batched calls (``model.generate`` or :mod:`obe.fastlm`).
 
 :func:`generate_rollouts` returns token tensors ready for the update (left-padded prompts,
 right-padded completions, a completion mask that stops after the first EOS, EOS included),
 the decoded texts for grading, and per-sample lengths / truncation flags. Generation runs
 under ``torch.inference_mode`` inside a forked RNG seeded with the caller's seed (the
 trainer passes ``derive_seed(seed, "rollout", step)``), so a resumed run regenerates the
-same rollouts and the caller's global RNG is untouched.
+same rollouts and the caller's global RNG is untouched. ``max_sequences`` bounds the sequences
+per call (whole questions per call; the KV cache of one call is what a GPU must hold): call c > 0
+is seeded with ``derive_seed(seed, "chunk", c)``, so a single call gives exactly the unchunked
+rollouts.
 
 :func:`answer_token_mask` marks, per completion, the tokens of the final ``\\boxed{...}``
 (the span :func:`obe.grading.extract` reads), for masking the exploration term off the
@@ -22,7 +25,7 @@ from typing import Optional
 import torch
 
 from obe.models import render_template
-from obe.sampling import eos_token_ids
+from obe.sampling import derive_seed, eos_token_ids
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _BRACE_RE = re.compile(r"\\[{}]|[{}]")
@@ -100,11 +103,45 @@ def completion_mask(completion_ids: torch.Tensor, eos: Sequence[int]) -> torch.T
 
 
 def generate_rollouts(model, tokenizer, prompt_ids: Sequence[Sequence[int]], cfg: RolloutConfig, seed: int,
-                      lean=None) -> Rollouts:
-    """``cfg.n`` samples for each prompt in one ``generate`` call, seeded by ``seed``.
+                      lean=None, max_sequences: int = 0) -> Rollouts:
+    """``cfg.n`` samples for each prompt, at most ``max_sequences`` per ``generate`` call (0: one
+    call for all), seeded by ``seed``.
 
     ``lean``: an :class:`obe.fastlm.LeanLM` of ``model`` to sample with instead of
     ``model.generate`` (same distribution, different random stream)."""
+    per_call = len(prompt_ids) if max_sequences <= 0 else max(1, max_sequences // cfg.n)
+    starts = range(0, len(prompt_ids), per_call)
+    if len(starts) <= 1:
+        return _generate_once(model, tokenizer, prompt_ids, cfg, seed, lean)
+    parts = [_generate_once(model, tokenizer, prompt_ids[i:i + per_call], cfg,
+                            seed if c == 0 else derive_seed(seed, "chunk", c), lean)
+             for c, i in enumerate(starts)]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_token_ids(model, tokenizer)[0]
+    return concat_rollouts(parts, pad)
+
+
+def concat_rollouts(parts: Sequence[Rollouts], pad_id: int) -> Rollouts:
+    """One :class:`Rollouts` from several, prompts re-padded on the left, completions on the right."""
+    P = max(r.prompt_ids.shape[1] for r in parts)
+    T = max(r.completion_ids.shape[1] for r in parts)
+
+    def widen(t: torch.Tensor, width: int, value: int, left: bool) -> torch.Tensor:
+        extra = torch.full((t.shape[0], width - t.shape[1]), value, dtype=t.dtype)
+        return torch.cat([extra, t] if left else [t, extra], dim=1)
+
+    return Rollouts(
+        prompt_ids=torch.cat([widen(r.prompt_ids, P, pad_id, True) for r in parts]),
+        prompt_mask=torch.cat([widen(r.prompt_mask, P, 0, True) for r in parts]),
+        completion_ids=torch.cat([widen(r.completion_ids, T, pad_id, False) for r in parts]),
+        completion_mask=torch.cat([widen(r.completion_mask, T, 0, False) for r in parts]),
+        texts=[t for r in parts for t in r.texts],
+        num_tokens=torch.cat([r.num_tokens for r in parts]),
+        truncated=torch.cat([r.truncated for r in parts]),
+    )
+
+
+def _generate_once(model, tokenizer, prompt_ids: Sequence[Sequence[int]], cfg: RolloutConfig, seed: int,
+                   lean=None) -> Rollouts:
     from transformers import GenerationConfig
 
     eos = eos_token_ids(model, tokenizer)

@@ -52,7 +52,6 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
 import sys
 import time
@@ -71,8 +70,12 @@ from obe.counts import OutcomeCounts
 from obe.grading import SENTINEL_KEYS, grade
 from obe.fastlm import ENGINES, LeanLM, resolve_engine
 from obe.loss import LossConfig, policy_loss, token_entropy, token_logprobs
-from obe.rollout import RolloutConfig, answer_token_mask, encode_prompts, generate_rollouts
-from obe.sampling import derive_seed
+from obe.models import CHAT_TEMPLATE_MODES, DTYPES, ModelConfig, build_prompts, prompt_adds_special_tokens, torch_dtype
+from obe.rollout import RolloutConfig, answer_token_mask, generate_rollouts
+from obe.sampling import derive_seed, tokenize_prompts
+from obe.synthetic import rollout_metrics as task_rollout_metrics
+
+MASTER_WEIGHTS = ("float32", "model")
 
 METRICS: dict[str, str] = {
     "step": "optimizer step just completed (1-based)",
@@ -118,7 +121,7 @@ METRICS: dict[str, str] = {
 TIMING_KEYS = frozenset(k for k in METRICS if k.startswith(("time/", "perf/")))
 # Keys that may change between a run and its resume (they do not change the result).
 RESUME_FREE = frozenset({"out", "threads", "experiment", "wandb_dir", "checkpoint_every", "keep_checkpoints",
-                         "save_steps", "debug_nan_step", "steps", "device",
+                         "save_steps", "debug_nan_step", "steps", "device", "micro_batch", "gradient_checkpointing",
                          "on_config_change"})
 
 
@@ -159,6 +162,12 @@ class TrainConfig:
     mu: int = 1
     grad_clip: float = 1.0
     micro_batch: int = 0
+    rollout_batch: int = 0
+    gradient_checkpointing: bool = False
+    dtype: str = "float32"
+    master_weights: str = "float32"
+    use_chat_template: str = "auto"
+    system_prompt: str = ""
     checkpoint_every: int = 10
     keep_checkpoints: int = 2
     save_steps: tuple[int, ...] = ()
@@ -176,6 +185,12 @@ class TrainConfig:
         object.__setattr__(self, "save_steps", tuple(sorted(int(s) for s in self.save_steps)))
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.master_weights not in MASTER_WEIGHTS:
+            raise ValueError(f"master_weights must be one of {MASTER_WEIGHTS}, got {self.master_weights!r}")
+        if self.use_chat_template not in CHAT_TEMPLATE_MODES:
+            raise ValueError(f"use_chat_template must be one of {CHAT_TEMPLATE_MODES}, got {self.use_chat_template!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
         for name in ("steps", "batch_questions", "mu", "threads", "checkpoint_every"):
@@ -228,6 +243,13 @@ HELP = {
     "scale": "group: divide by group std; none: only centre", "std": "std convention (ddof 1 / 0)",
     "adv_eps": "eps added to the group std", "mu": "optimizer updates per batch",
     "grad_clip": "max gradient norm (0 = off)", "micro_batch": "sequences per forward/backward (0 = all)",
+    "rollout_batch": "sequences per rollout generate call, whole questions (0 = all B x n at once)",
+    "gradient_checkpointing": "recompute activations in the backward pass (hf engine; less memory, about a third more time)",
+    "dtype": "model dtype (base_model.dtype): the reference model's, and the compute dtype of the policy",
+    "master_weights": "float32: policy weights, gradients and AdamW state in fp32, forward/backward under "
+                      "autocast(dtype) (mixed precision); model: all kept in dtype (pure low precision)",
+    "use_chat_template": "auto | always | never: build prompts as evaluation does (obe.models.build_prompts)",
+    "system_prompt": "system message for chat templates ('' = none)",
     "checkpoint_every": "save a resumable checkpoint every K steps (and at the end)",
     "keep_checkpoints": "keep the newest K checkpoints (0 = all)",
     "save_steps": "comma-separated steps whose HF model is saved to snapshots/step_N for evaluation",
@@ -238,7 +260,8 @@ HELP = {
     "on_config_change": "a checkpoint made with another config: error (refuse) or restart (wipe OUT, start over)",
     "debug_nan_step": "TESTING ONLY: make the loss NaN at this step (0 = off)",
 }
-CHOICES = {"method": sorted(BONUSES), "engine": list(ENGINES), "on_config_change": ["error", "restart"], "lr_schedule": ["constant", "cosine"], "scale": ["group", "none"],
+CHOICES = {"method": sorted(BONUSES), "engine": list(ENGINES), "dtype": list(DTYPES),
+           "master_weights": list(MASTER_WEIGHTS), "use_chat_template": list(CHAT_TEMPLATE_MODES), "on_config_change": ["error", "restart"], "lr_schedule": ["constant", "cosine"], "scale": ["group", "none"],
            "std": ["population", "sample"], "agg": ["token_mean", "seq_mean_token_mean", "dr_grpo"]}
 
 
@@ -324,38 +347,168 @@ def forward_logits(model, prompt_ids, prompt_mask, comp_ids, comp_mask, lean: Op
     pos = (attn.cumsum(-1) - 1).masked_fill(attn == 0, 0)
     T = comp_ids.shape[1]
     out = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=T + 1, use_cache=False)
-    return out.logits[:, :-1]
+    return out.logits[:, :-1].float()  # log-softmax over the vocabulary in fp32 (a no-op in fp32)
 
 
-def config_mismatch(cfg: TrainConfig, state: dict[str, Any], data_digest: str) -> Optional[str]:
-    """Why the checkpoint ``state`` cannot be resumed with ``cfg`` (None if it can)."""
+def compute_dtype_of(cfg: TrainConfig) -> torch.dtype:
+    """The dtype forward passes run in: ``cfg.dtype``, or the checkpoint's own for ``auto``."""
+    if cfg.dtype != "auto":
+        return torch_dtype(cfg.dtype)
+    from transformers import AutoConfig
+
+    own = getattr(AutoConfig.from_pretrained(cfg.model), "dtype", None) or torch.float32
+    return getattr(torch, own) if isinstance(own, str) else own
+
+
+def engine_for(cfg: TrainConfig, compute_dtype: torch.dtype) -> str:
+    """The engine option to resolve: obe.fastlm runs fp32 without activation checkpointing, so
+    ``auto`` means hf for a lower compute dtype or gradient checkpointing; ``lean`` is refused."""
+    if compute_dtype == torch.float32 and not cfg.gradient_checkpointing:
+        return cfg.engine
+    if cfg.engine == "lean":
+        raise SystemExit("engine lean runs in float32 without gradient checkpointing; "
+                         "use engine hf or auto with dtype bfloat16/float16 or gradient_checkpointing")
+    return "hf"
+
+
+def autocast_factory(device: torch.device, param_dtype: torch.dtype, compute_dtype: torch.dtype):
+    """A context-manager factory: ``torch.autocast`` to the compute dtype when the weights are kept
+    in a wider one (mixed precision), else a no-op (fp32 runs are unchanged bit for bit)."""
+    import contextlib
+
+    if param_dtype == compute_dtype:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=compute_dtype)
+
+
+# Paths of the inputs: a resume compares what they hold (model_identity, the data digest), not
+# where they are, so a project copied or moved to another folder resumes.
+INPUT_PATHS = frozenset({"model", "train_data"})
+# Files that define an HF model folder (weights by suffix); reports or logs beside them do not.
+MODEL_FILES = frozenset({"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                         "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt",
+                         "tokenizer.model", "chat_template.jinja"})
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
+# What a restart with another config sets aside (into OUT/superseded/<time>/) before starting over.
+RUN_OUTPUTS = ("checkpoints", "snapshots", "final", "metrics.jsonl", "rollouts.jsonl", "config.json")
+
+
+def model_identity(model: str) -> str:
+    """The initial policy, wherever it lives: for a local folder, a sha256 over the files that define
+    the model (config, tokenizer, weights: an 8B model is read once, ~16 GB); else the hub name."""
+    path = Path(model)
+    if not path.is_dir():
+        return f"hub:{model}"
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.is_file() and (f.name in MODEL_FILES or f.name.endswith(WEIGHT_SUFFIXES)):
+            h.update(f"{f.name}\0{ckpt.file_sha256(f)}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
+def config_mismatch(cfg: TrainConfig, state: dict[str, Any], data_digest: str,
+                    model_id: Optional[str] = None) -> Optional[str]:
+    """Why the checkpoint ``state`` cannot be resumed with ``cfg`` (None if it can).
+
+    Compared: every option that changes the result (not RESUME_FREE), the initial model's
+    identity and the training questions. A key that the checkpoint's config lacks (an option
+    added since) counts as its default. Checkpoints made before model identities were recorded
+    compare the model's path instead."""
     old, new = state["config"], cfg.to_dict()
-    diff = sorted(k for k in set(old) | set(new) if k not in RESUME_FREE and old.get(k) != new.get(k))
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    ignored = RESUME_FREE | (INPUT_PATHS if "model_identity" in state else INPUT_PATHS - {"model"})
+    diff = sorted(k for k in set(old) | set(new)
+                  if k not in ignored and _as_saved(old.get(k, defaults.get(k))) != _as_saved(new.get(k)))
     if cfg.lr_schedule == "cosine" and old.get("steps") != cfg.steps:
         diff.append("steps")
     if diff:
         return f"was made with a different config ({', '.join(diff)})"
+    if model_id is not None and state.get("model_identity", model_id) != model_id:
+        return f"was made from another initial model than {cfg.model} (its config, tokenizer or weights differ)"
     if state.get("data_digest") != data_digest:
         return f"was trained on other questions than {cfg.train_data}"
     return None
 
 
+def _as_saved(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def resume_point(cfg: TrainConfig, out: Path, data_digest: str, model_id: str) -> Optional[Path]:
+    """The checkpoint this run goes on from, or None for a fresh start. Nothing is deleted:
+
+    * a checkpoint that fails verification (obe.checkpoint.verify names the file) is moved to
+      ``checkpoints/corrupt/`` and the next older one is tried;
+    * checkpoints past ``cfg.steps`` (the run was made shorter) go to ``superseded/`` with a
+      copy of the logs;
+    * a checkpoint made with another config is refused, or with ``--on-config-change restart``
+      the whole run (RUN_OUTPUTS) goes to ``superseded/`` and training starts over."""
+    ck_root = out / "checkpoints"
+
+    def say(msg: str) -> None:
+        print(f"obe.train: {msg}", file=sys.stderr, flush=True)
+
+    last = ckpt.newest_verified(ck_root, on_skip=say)
+    if last is None:
+        return None
+    try:
+        state = ckpt.read_state(last)
+    except ValueError as exc:  # verified bytes of another format or version
+        raise ckpt.ResumeError(f"{exc}; move it aside to resume from an older one, or use another --out") from None
+    why = config_mismatch(cfg, state, data_digest, model_id)
+    if why is not None:
+        if cfg.on_config_change != "restart":
+            raise SystemExit(f"{out}: checkpoint {last.name} {why}; use another --out, the same options, "
+                             f"or --on-config-change restart (which sets this run aside in {out / 'superseded'})")
+        aside = ckpt.supersede(out, f"checkpoint {last.name} {why}", move=[out / name for name in RUN_OUTPUTS])
+        say(f"checkpoint {last.name} {why}; starting over (the previous run is kept in {aside})")
+        return None
+    beyond = [p for p in ckpt.list_checkpoints(ck_root) if ckpt.checkpoint_step(p) > cfg.steps]
+    if beyond:
+        aside = ckpt.supersede(out, f"the run was shortened to {cfg.steps} steps", move=beyond,
+                               copy=[out / "metrics.jsonl", out / "rollouts.jsonl"])
+        say(f"{', '.join(p.name for p in beyond)} lie past --steps {cfg.steps}; moved to {aside}")
+        last = ckpt.newest_verified(ck_root, on_skip=say)
+    return last
+
+
 def done_record(out: str | Path) -> dict[str, Any]:
-    """The done.json of a finished run in ``out``; raises SystemExit if it is not finished."""
+    """The done.json of a finished run in ``out``; raises SystemExit if it is not finished.
+
+    ``snapshots`` lists the snapshots of the run's planned ``save_steps``; others left from an
+    earlier plan (e.g. before ``steps`` grew) are listed as ``unplanned_snapshots``."""
     out = Path(out).resolve()
-    cfg = json.loads((out / "config.json").read_text())
-    last = ckpt.latest(out / "checkpoints")
+    try:
+        cfg = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"{out}: run not started or its config.json is unreadable ({exc})") from None
+    last = next((p for p in reversed(ckpt.list_checkpoints(out / "checkpoints")) if ckpt.verify(p, deep=False) is None),
+                None)
     step = ckpt.read_state(last)["step"] if last else 0
     if step != cfg["steps"] or not (out / "final" / "config.json").is_file():
         raise SystemExit(f"{out}: run not finished (checkpoint step {step} of {cfg['steps']})")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    planned = set(cfg.get("save_steps", []))
+    snaps = sorted((out / "snapshots").glob("step_*"), key=lambda p: p.name)
+    is_planned = lambda p: p.name.removeprefix("step_").isdigit() and int(p.name[5:]) in planned  # noqa: E731
     return {"steps": step, "method": cfg["method"], "seed": cfg["seed"], "final": str(out / "final"),
-            "snapshots": sorted(str(p) for p in (out / "snapshots").glob("step_*")), "metrics_rows": len(rows),
+            "snapshots": [str(p) for p in snaps if is_planned(p)],
+            "unplanned_snapshots": [str(p) for p in snaps if not is_planned(p)], "metrics_rows": len(rows),
             "last_metrics": {k: v for k, v in rows[-1].items() if k not in TIMING_KEYS} if rows else {}}
 
 
 def _mean(xs: list[float]) -> Optional[float]:
     return sum(xs) / len(xs) if xs else None
+
+
+def _test_step_sleep(method: str, stop: dict) -> None:
+    """TESTING ONLY (tests/test_slurm.py): with OBE_TEST_STEP_SLEEP=METHOD:SECONDS, that method's
+    trainer idles SECONDS after each step, until a signal comes, so that its job outlives a
+    1-minute Slurm time limit. Changes no result; never set it in real runs."""
+    target, _, seconds = os.environ.get("OBE_TEST_STEP_SLEEP", "").partition(":")
+    end = time.monotonic() + float(seconds or 0)
+    while target == method and stop["signal"] is None and time.monotonic() < end:
+        time.sleep(0.1)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -382,26 +535,31 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if not records:
         raise SystemExit(f"{cfg.train_data}: no training questions")
     data_digest = hashlib.sha256("\n".join(r.id for r in records).encode()).hexdigest()
-    last = ckpt.latest(ck_root)
-    if last is not None and (why := config_mismatch(cfg, ckpt.read_state(last), data_digest)):
-        if cfg.on_config_change != "restart":
-            raise SystemExit(f"{out}: checkpoint {last.name} {why}; use another --out, the same options, "
-                             f"or --on-config-change restart")
-        print(f"obe.train: checkpoint {last.name} {why}; starting over", file=sys.stderr, flush=True)
-        for d in ("checkpoints", "snapshots", "final"):
-            shutil.rmtree(out / d, ignore_errors=True)
-        last = None
+    model_id = model_identity(cfg.model)
+    last = resume_point(cfg, out, data_digest, model_id)  # verified; bad or superseded ones moved aside
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     dev = torch.device(cfg.device)
-    model = AutoModelForCausalLM.from_pretrained(str(last / "model") if last else cfg.model, dtype=torch.float32)
+    # Mixed precision: see master_weights in HELP. The compute dtype is the model's (bf16 in the
+    # GPU presets); fp32 master weights keep AdamW updates that are smaller than bf16's resolution
+    # (lr 1e-6 on weights of size ~0.01), at 16 bytes per parameter instead of 8.
+    compute_dtype = compute_dtype_of(cfg)
+    param_dtype = torch.float32 if cfg.master_weights == "float32" else compute_dtype
+    model = AutoModelForCausalLM.from_pretrained(str(last / "model") if last else cfg.model, dtype=param_dtype)
     model.to(dev).train()
-    lean = resolve_engine(cfg.engine, model, dev)
-    print(f"obe.train: engine {'lean (obe.fastlm)' if lean else 'hf'}", file=sys.stderr, flush=True)
+    if cfg.gradient_checkpointing:  # transformers >= 5.2x renamed it; the GPU pin (5.17) has the old name
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    lean = resolve_engine(engine_for(cfg, compute_dtype), model, dev)
+    print(f"obe.train: engine {'lean (obe.fastlm)' if lean else 'hf'}; weights {param_dtype}, compute {compute_dtype}"
+          f"{', gradient checkpointing' if cfg.gradient_checkpointing else ''}", file=sys.stderr, flush=True)
+    precision = autocast_factory(dev, param_dtype, compute_dtype)
     ref = None
-    if cfg.beta > 0:
-        ref = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32).to(dev).eval().requires_grad_(False)
+    if cfg.beta > 0:  # no gradients: held in the compute dtype
+        ref = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=compute_dtype).to(dev).eval().requires_grad_(False)
     ref_lean = LeanLM(ref) if (ref is not None and lean is not None) else None
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -424,7 +582,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
     explore, adv_cfg, loss_cfg, roll_cfg = cfg.exploration(), cfg.advantage(), cfg.loss(), cfg.rollout()
-    prompt_ids = encode_prompts(tokenizer, [r.problem for r in records], cfg.prompt_template)
+    # The prompts evaluation samples with (obe.models.build_prompts, chat template included).
+    prompt_cfg = ModelConfig(name_or_path=cfg.model, prompt_template=cfg.prompt_template,
+                             use_chat_template=cfg.use_chat_template, system_prompt=cfg.system_prompt or None)
+    prompt_ids = tokenize_prompts(tokenizer, build_prompts(tokenizer, [r.problem for r in records], prompt_cfg),
+                                  prompt_adds_special_tokens(tokenizer, prompt_cfg))
     distinct_q: dict[str, int] = {}  # question -> distinct (non-sentinel) answers ever sampled
     for q, k, _ in counts:
         distinct_q[q] = distinct_q.get(q, 0) + (k not in SENTINEL_KEYS)
@@ -445,7 +607,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         for f in (metrics_f, rollouts_f):
             f.flush()
             os.fsync(f.fileno())
-        state = {"data_pos": data_pos, "data_digest": data_digest, "counts": counts.to_dict(), "solved": sorted(solved),
+        state = {"data_pos": data_pos, "data_digest": data_digest, "model_identity": model_id, "counts": counts.to_dict(), "solved": sorted(solved),
                  "config": cfg.to_dict(), "metrics_bytes": metrics_path.stat().st_size,
                  "rollouts_bytes": rollouts_path.stat().st_size}
         return ckpt.save_checkpoint(ck_root, at, model=model, tokenizer=tokenizer, optimizer=optimizer,
@@ -465,8 +627,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
             # -- rollout -------------------------------------------------------------
             try:
-                ro = generate_rollouts(model, tokenizer, [prompt_ids[i] for i in idx], roll_cfg,
-                                       derive_seed(cfg.seed, "rollout", step), lean=lean)
+                with precision():
+                    ro = generate_rollouts(model, tokenizer, [prompt_ids[i] for i in idx], roll_cfg,
+                                           derive_seed(cfg.seed, "rollout", step), lean=lean,
+                                           max_sequences=cfg.rollout_batch)
             except RuntimeError as exc:  # sampling from NaN/inf logits: the policy diverged
                 if "nan" not in str(exc).lower():
                     raise
@@ -495,16 +659,21 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             with torch.no_grad():
                 for j, (p_ids, p_m, c_ids, c_m, _) in enumerate(chunks):
                     if cfg.mu > 1:
-                        old_lp[j] = token_logprobs(forward_logits(model, p_ids, p_m, c_ids, c_m, lean), c_ids, cfg.temperature)
+                        with precision():
+                            old_logits = forward_logits(model, p_ids, p_m, c_ids, c_m, lean)
+                        old_lp[j] = token_logprobs(old_logits, c_ids, cfg.temperature)
                     if ref is not None:
-                        ref_lp[j] = token_logprobs(forward_logits(ref, p_ids, p_m, c_ids, c_m, ref_lean), c_ids, cfg.temperature)
+                        with precision():
+                            ref_logits = forward_logits(ref, p_ids, p_m, c_ids, c_m, ref_lean)
+                        ref_lp[j] = token_logprobs(ref_logits, c_ids, cfg.temperature)
             ent_parts: list[torch.Tensor] = []
             acc: dict[str, float] = {"loss": 0.0, "grad_norm": 0.0, "kl": 0.0, "clip": 0.0, "low": 0.0, "high": 0.0, "tok": 0.0}
             for it in range(cfg.mu):
                 optimizer.zero_grad(set_to_none=True)
                 loss_sum = 0.0
                 for j, (p_ids, p_m, c_ids, c_m, adv) in enumerate(chunks):
-                    logits = forward_logits(model, p_ids, p_m, c_ids, c_m, lean)
+                    with precision():
+                        logits = forward_logits(model, p_ids, p_m, c_ids, c_m, lean)
                     logp = token_logprobs(logits, c_ids, cfg.temperature)
                     if it == 0:
                         with torch.no_grad():
@@ -572,6 +741,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 "completions/min_length": int(n_tok_S.min()), "completions/clipped_ratio": float(ro.truncated.float().mean()),
                 "num_tokens": int(total_tokens),
             }
+            # the task's own rollout metrics (the synthetic task: its shared convention's reading rate)
+            row.update(task_rollout_metrics([records[idx[s // n]].problem for s in range(S)], ro.texts))
             t4 = time.perf_counter()
             row.update({"perf/tokens_per_sec": total_tokens / (t4 - t0), "time/generate": t1 - t0, "time/grade": t2 - t1,
                         "time/update": t3 - t2, "time/step": t4 - t0})
@@ -584,6 +755,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             rollouts_f.flush()
             tracker.log({k: v for k, v in row.items() if v is not None}, step=step)
 
+            _test_step_sleep(cfg.method, stop)
             # -- save ----------------------------------------------------------------
             if step in cfg.save_steps:
                 ckpt.save_hf_dir(out / "snapshots" / f"step_{step}", model, tokenizer)
@@ -616,7 +788,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     try:
         summary = train(cfg)
-    except NonFiniteLoss as exc:
+    except (NonFiniteLoss, ckpt.ResumeError) as exc:
         print(f"obe.train: error: {exc}", file=sys.stderr, flush=True)
         return 1
     print(json.dumps(summary))
