@@ -1,0 +1,308 @@
+"""The exploration methods on TRL's ``GRPOTrainer`` (obe.trl_backend), on CPU with a tiny random model.
+
+(a) On fixed completions (tests/trl_backend_worker.py), the per-token advantages the TRL
+    backend hands to TRL's loss equal obe's (computed here with obe.train's pieces: grade,
+    ``exploration_step``, ``answer_token_mask``, ``token_advantages``), for every method and
+    option, over 3 steps (so the count table matters).
+(b) With c = 0 (every method) a step equals plain ``GRPOTrainer``'s: advantages, loss, gradient
+    norm, parameter update (1e-6 relative; obe's adv_eps set to TRL's 1e-4).
+(c) 2 processes (torchrun, gloo): both ranks hold the same count table and solved set, equal to
+    a 1-process run on the same completions; the outputs (rollouts, metrics) match too.
+(d) SIGKILL during step 3 and rerun: resumes from checkpoint-2 with the count table restored;
+    outputs equal an uninterrupted run's.
+Plus: the overridden TRL / transformers methods are the pinned ones (source hashes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import torch
+
+trl = pytest.importorskip("trl", reason="trl is not installed (pip install -e '.[test]')")
+
+from obe import trl_backend  # noqa: E402
+from obe.advantages import AdvantageConfig, binary_rewards  # noqa: E402
+from obe.bonuses import ExplorationConfig, exploration_step, token_advantages  # noqa: E402
+from obe.counts import OutcomeCounts  # noqa: E402
+from obe.grading import grade  # noqa: E402
+from obe.models import render_template  # noqa: E402
+from obe.records import read_jsonl, write_jsonl  # noqa: E402
+from obe.rollout import answer_token_mask, completion_mask  # noqa: E402
+from obe.synthetic import make_split  # noqa: E402
+from obe.train import TIMING_KEYS, TrainConfig  # noqa: E402
+
+from tiny_model import build_tiny_model  # noqa: E402
+from trl_backend_worker import FixedRollouts, always_solved  # noqa: E402
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+REPO = Path(__file__).resolve().parents[1]
+WORKER = REPO / "tests" / "trl_backend_worker.py"
+TEMPLATE = "{problem}\n"
+B, N, MAX_NEW, STEPS = 4, 4, 24, 3
+TOL = 1e-6
+EXTRA = {name: default for name, (_, default, _) in trl_backend.EXTRA.items()}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("trl_backend")
+    model_dir = build_tiny_model(root / "model", seed=3, hidden_size=32)
+    recs = make_split("train", 8, seed=0)
+    write_jsonl(str(root / "train.jsonl"), recs)
+    gold = {render_template(TEMPLATE, r.problem): r.answer for r in recs}
+    assert any(always_solved(p) for p in gold) and not all(always_solved(p) for p in gold)
+    return dict(root=root, model_dir=model_dir, data=str(root / "train.jsonl"), recs=recs, gold=gold,
+                qid={render_template(TEMPLATE, r.problem): r.id for r in recs},
+                tok=AutoTokenizer.from_pretrained(model_dir))
+
+
+def make_cfg(s, out: Path, **kw) -> TrainConfig:
+    base = dict(model=s["model_dir"], train_data=s["data"], out=str(out), steps=STEPS, batch_questions=B, n=N,
+                max_new_tokens=MAX_NEW, lr=1e-3, threads=1, checkpoint_every=100, prompt_template=TEMPLATE,
+                agg="token_mean")
+    return TrainConfig(**{**base, **kw})
+
+
+class Capture:
+    """Per step: every (prompt ids, completion ids) row's advantages as TRL's loss sees them."""
+
+    def __init__(self):
+        self.steps: list[dict] = []
+        self.grads: dict = {}
+
+    def hook(self, trainer, inputs, loss):
+        rows = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1).tolist()
+        masks = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1).tolist()
+        P = inputs["prompt_ids"].shape[1]
+        adv = inputs["advantages"]
+        adv = adv[:, None].expand(inputs["completion_ids"].shape) if adv.dim() == 1 else adv
+        step: dict = {"loss": float(loss.detach()), "rows": defaultdict(list)}
+        for ids, m, a, cm in zip(rows, masks, adv.tolist(), inputs["completion_mask"].tolist()):
+            prompt = tuple(i for i, keep in zip(ids[:P], m[:P]) if keep)
+            comp = tuple(i for i, keep in zip(ids[P:], m[P:]) if keep)
+            step["rows"][(prompt, comp)].append([x for x, keep in zip(a, cm) if keep])
+        self.steps.append(step)
+
+
+def run_trainer(s, cfg: TrainConfig, tmp: Path, plain: bool = False) -> tuple[Capture, dict, dict]:
+    """Train ``cfg`` in-process on the fixed completions; returns (capture, log rows, parameter update)."""
+    from transformers import AutoModelForCausalLM, TrainerCallback
+    from trl import GRPOTrainer
+
+    from obe.grading import grade as grade_fn
+
+    cap = Capture()
+    ds = trl_backend.train_dataset(read_jsonl(s["data"]), TEMPLATE)
+    args = trl_backend.grpo_args(cfg, EXTRA, 1)
+    args.output_dir = str(tmp)
+    args.save_strategy = "no"
+    rollouts = FixedRollouts(s["tok"], s["gold"], MAX_NEW)
+
+    class Grads(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+            cap.grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+
+    def hooked(base):
+        class Hooked(base):
+            def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+                loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+                cap.hook(self, inputs, loss)
+                return loss
+        return Hooked
+
+    model = AutoModelForCausalLM.from_pretrained(s["model_dir"], dtype=torch.float32)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    kw = dict(model=model, args=args, processing_class=s["tok"], train_dataset=ds, rollout_func=rollouts,
+              callbacks=[Grads()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if plain:
+            def correct(prompts, completions, answer, **_):
+                return [float(grade_fn(c, a).correct) for c, a in zip(completions, answer)]
+            trainer = hooked(GRPOTrainer)(reward_funcs=[correct], **kw)
+        else:
+            trainer = hooked(trl_backend.trainer_class())(exploration=cfg.exploration(), advantage=cfg.advantage(), **kw)
+        trainer.train()
+    logs = [r for r in trainer.state.log_history if "grad_norm" in r]
+    update = {n: p.detach() - before[n] for n, p in model.named_parameters()}
+    return cap, logs, update
+
+
+def obe_reference(s, cap: Capture, cfg: TrainConfig) -> list[dict]:
+    """obe.train's per-token advantages for the rows TRL trained on, step by step."""
+    tok = s["tok"]
+    eos = tok.eos_token_id
+    counts = OutcomeCounts()
+    explore, adv_cfg = cfg.exploration(), cfg.advantage()
+    prompt_text = {tuple(tok(p)["input_ids"]): p for p in s["gold"]}
+    out = []
+    for step in cap.steps:
+        groups: dict = defaultdict(list)  # question -> [(row key, completion ids, text)]
+        for (pids, cids), _ in step["rows"].items():
+            groups[prompt_text[pids]].append(((pids, cids), list(cids), tok.decode(list(cids), skip_special_tokens=True)))
+        # a question whose group holds two identical completions shows up once per distinct row
+        sizes = {p: len(rows) for p, rows in groups.items()}
+        qs = sorted(groups)
+        mult = {p: [len(step["rows"][k]) for k, _, _ in groups[p]] for p in qs}
+        assert all(sum(mult[p]) == N for p in qs), (sizes, mult)
+        samples = [(k, c, t) for p in qs for (k, c, t), m in zip(groups[p], mult[p]) for _ in range(m)]
+        graded = [grade(t, s["gold"][p]) for p in qs for (_, _, t), m in zip(groups[p], mult[p]) for _ in range(m)]
+        keys = [[g.outcome_key for g in graded[b * N:(b + 1) * N]] for b in range(len(qs))]
+        rewards = binary_rewards([[g.correct for g in graded[b * N:(b + 1) * N]] for b in range(len(qs))])
+        adv_Bn, bonus_Bn = exploration_step(rewards, keys, [s["qid"][p] for p in qs], counts, explore, adv_cfg)
+        width = max(len(c) for _, c, _ in samples)
+        c_ids = torch.full((len(samples), width), tok.pad_token_id, dtype=torch.long)
+        for i, (_, c, _) in enumerate(samples):
+            c_ids[i, :len(c)] = torch.tensor(c)
+        c_mask = completion_mask(c_ids, [eos]) * (torch.arange(width)[None] < torch.tensor([len(c) for _, c, _ in samples])[:, None])
+        amask = answer_token_mask(tok, c_ids, c_mask, [t for _, _, t in samples])
+        tok_adv = token_advantages(adv_Bn.reshape(-1), bonus_Bn.reshape(-1), amask, explore.coef, explore.mask_answer_tokens)
+        ref: dict = defaultdict(list)
+        for i, (k, c, _) in enumerate(samples):
+            ref[k].append(tok_adv[i, :len(c)].tolist())
+        out.append(dict(ref=ref, rewards=rewards, bonus=bonus_Bn))
+    return out
+
+
+VARIANTS = [
+    ("grpo", {}), ("ucb", {}), ("ucb", {"count_before_update": False}), ("ucb_mean", {}),
+    ("ucb_mean", {"leave_one_out": True}), ("ucb_con", {}), ("ucb_con", {"gate_solved": False}),
+    ("ucb_con", {"mask_answer_tokens": False}), ("batch", {}), ("batch", {"bonus_in_reward": True}),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,opts", VARIANTS, ids=[m + "".join(f"-{k}={v}" for k, v in o.items()) for m, o in VARIANTS])
+def test_token_advantages_equal_obe(setup, tmp_path, method, opts):
+    cfg = make_cfg(setup, tmp_path / "run", method=method, **opts)
+    cap, _, _ = run_trainer(setup, cfg, tmp_path / "trl")
+    assert len(cap.steps) == STEPS
+    ref = obe_reference(setup, cap, cfg)
+    seen = {"solved": False, "mixed": False, "bonus": False, "masked": False}
+    for step, r in zip(cap.steps, ref):
+        assert set(step["rows"]) == set(r["ref"])
+        for key, got in step["rows"].items():
+            want = r["ref"][key]
+            assert len(got) == len(want)
+            for g, w in zip(got, want):  # identical completions of one question have identical advantages
+                assert torch.allclose(torch.tensor(g, dtype=torch.float64), torch.tensor(w, dtype=torch.float64),
+                                      rtol=0, atol=TOL), (key, g, w)
+                seen["masked"] |= len(set(w)) > 1
+        solved = r["rewards"].amin(dim=1) > 0.5
+        seen["solved"] |= bool(solved.any())
+        seen["mixed"] |= bool(((r["rewards"].amax(dim=1) > 0.5) & ~solved).any())
+        seen["bonus"] |= bool(r["bonus"].any())
+    assert seen["solved"] and seen["mixed"], seen  # the data exercise gating and normalisation
+    if method != "grpo" and not opts.get("bonus_in_reward"):
+        assert seen["bonus"]
+        assert seen["masked"] == opts.get("mask_answer_tokens", True)
+
+
+def _rel(a, b) -> float:
+    if isinstance(a, dict):
+        num = sum(float((a[k] - b[k]).double().pow(2).sum()) for k in b) ** 0.5
+        den = sum(float(b[k].double().pow(2).sum()) for k in b) ** 0.5
+    else:
+        num, den = abs(a - b), abs(b)
+    return num / den if den > 0 else num
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["grpo", "ucb", "ucb_mean", "ucb_con", "batch"])
+def test_coef_zero_equals_plain_grpo_trainer(setup, tmp_path, method):
+    kw = dict(steps=1, adv_eps=1e-4, std="sample", scale="group")  # TRL's normalisation
+    plain_cap, plain_logs, plain_upd = run_trainer(setup, make_cfg(setup, tmp_path / "a", method="grpo", **kw),
+                                                    tmp_path / "plain", plain=True)
+    plain_grads = plain_cap.grads
+    cap, logs, upd = run_trainer(setup, make_cfg(setup, tmp_path / "b", method=method, coef=0.0, **kw), tmp_path / "obe")
+    assert set(cap.steps[0]["rows"]) == set(plain_cap.steps[0]["rows"])
+    for key, rows in plain_cap.steps[0]["rows"].items():
+        for g, w in zip(cap.steps[0]["rows"][key], rows):
+            assert torch.allclose(torch.tensor(g), torch.tensor(w), rtol=0, atol=TOL)
+    diffs = {"loss": _rel(cap.steps[0]["loss"], plain_cap.steps[0]["loss"]),
+             "grad_norm": _rel(logs[0]["grad_norm"], plain_logs[0]["grad_norm"]),
+             "gradient": _rel(cap.grads, plain_grads), "update": _rel(upd, plain_upd)}
+    assert plain_logs[0]["grad_norm"] > 0
+    assert all(v <= TOL for v in diffs.values()), diffs
+
+
+def test_overridden_methods_are_the_pinned_ones():
+    """An upgrade of trl or transformers that changes a method the backend overrides or relies
+    on fails here: re-read it, adapt obe/trl_backend.py, then update PINNED_SOURCES."""
+    assert trl.__version__ == trl_backend.TRL_VERSION
+    assert trl_backend.pinned_source_hashes() == trl_backend.PINNED_SOURCES
+    src = __import__("inspect").getsource(trl.GRPOTrainer._compute_loss)
+    assert "if advantages.dim() == 1:" in src  # per-token advantages [B, T] pass through
+
+
+# -- CLI runs: distributed counts, resume ---------------------------------------------------------
+
+
+def worker(s, out: Path, *extra_flags: str, nproc: int = 1, worker_flags=(), check=True, **kw):
+    flags = ["--model", s["model_dir"], "--train-data", s["data"], "--out", str(out), "--steps", str(kw.pop("steps", 4)),
+             "--batch-questions", str(B), "--n", str(N), "--max-new-tokens", str(MAX_NEW), "--threads", "1",
+             "--prompt-template", TEMPLATE, "--method", kw.pop("method", "ucb_con"), *extra_flags]
+    cmd = [sys.executable, str(WORKER), *worker_flags, "--dump-counts", "--", *flags]
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
+               str(29500 + os.getpid() % 1000), *cmd[1:]]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO / 'workflow'}:{REPO / 'tests'}")
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    if check and res.returncode != 0:
+        raise AssertionError(f"exit {res.returncode}\n{res.stdout[-3000:]}\n{res.stderr[-6000:]}")
+    return res
+
+
+def _rows(path: Path, drop=()) -> list[dict]:
+    return [{k: v for k, v in json.loads(x).items() if k not in drop} for x in path.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_two_processes_keep_identical_count_tables(setup, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    worker(setup, one)
+    worker(setup, two, nproc=2)
+    t0, t1, t = (json.loads((two / f"counts_rank{r}.json").read_text()) for r in (0, 1)), None, None
+    t0, t1 = list(t0)
+    t = json.loads((one / "counts_rank0.json").read_text())
+    assert t0 == t1 == t
+    table = OutcomeCounts.from_dict(t["counts"])
+    assert table.total() == 4 * B * N and table.num_questions() == len(setup["recs"])
+    assert _rows(one / "rollouts.jsonl") == _rows(two / "rollouts.jsonl")
+    # the loss differs in the last bits (2 x half-batch micro-steps vs 1); the rollout side is exact
+    drop = TIMING_KEYS | {"loss", "grad_norm", "entropy", "clip_ratio", "clip_ratio/low", "clip_ratio/high"}
+    assert _rows(one / "metrics.jsonl", drop) == _rows(two / "metrics.jsonl", drop)
+    last = trl_backend.latest_checkpoint(two / "checkpoints")
+    assert OutcomeCounts.from_dict(trl_backend.read_state(last)["counts"]) == table
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_with_the_count_table(setup, tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    flags = ("--checkpoint-every", "2", "--save-steps", "2")
+    worker(setup, straight, *flags)
+    res = worker(setup, killed, *flags, worker_flags=("--kill-at-step", "3"), check=False)
+    assert res.returncode == -9, res.stderr[-3000:]
+    ck = trl_backend.latest_checkpoint(killed / "checkpoints")
+    assert ck is not None and ck.name == "checkpoint-2"
+    saved = OutcomeCounts.from_dict(trl_backend.read_state(ck)["counts"])
+    assert saved.total() == 2 * B * N
+    res = worker(setup, killed, *flags)
+    assert "resuming from" in res.stderr and "checkpoint-2" in res.stderr
+    assert _rows(killed / "rollouts.jsonl") == _rows(straight / "rollouts.jsonl")
+    assert _rows(killed / "metrics.jsonl", TIMING_KEYS) == _rows(straight / "metrics.jsonl", TIMING_KEYS)
+    a, b = (json.loads((d / "counts_rank0.json").read_text()) for d in (killed, straight))
+    assert a == b
+    done = trl_backend.done_record(killed)
+    assert done["steps"] == 4 and done["metrics_rows"] == 4 and len(done["snapshots"]) == 1
