@@ -133,3 +133,84 @@ def test_answer_mask_multichar_box_token():
     m = answer_token_mask(tok, comp, completion_mask(comp, [tok.eos_token_id]), [text])
     marked = [tok.decode([i]) for i, f in zip(ids, m[0].tolist()) if f]
     assert marked == ["\\boxed{", "7", "}"]
+
+
+# -- integrity: manifest, verification, moving bad checkpoints aside -----------------------
+
+
+def _save(tiny, root, step, **kw):
+    model, tok = tiny
+    opt, sched = _trained_optimizer(model)
+    return ckpt.save_checkpoint(root, step, model=model, tokenizer=tok, optimizer=opt, scheduler=sched,
+                                state={"data_pos": step}, **kw)
+
+
+def test_manifest_lists_every_file_and_is_written_last(tiny, tmp_path):
+    import json
+
+    path = _save(tiny, tmp_path, 2)
+    files = json.loads((path / ckpt.MANIFEST_FILE).read_text())["files"]
+    on_disk = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+    assert sorted(files) == [f for f in on_disk if f != ckpt.MANIFEST_FILE]
+    assert {"optimizer.pt", "state.json", "model/model.safetensors"} <= set(files)
+    for rel, entry in files.items():
+        assert entry["bytes"] == (path / rel).stat().st_size and entry["sha256"] == ckpt.file_sha256(path / rel)
+    assert ckpt.verify(path) is None
+
+
+@pytest.mark.parametrize("victim", ["optimizer.pt", "model/model.safetensors", "state.json"])
+def test_truncated_file_is_named(tiny, tmp_path, victim):
+    path = _save(tiny, tmp_path, 2)
+    f = path / victim
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    why = ckpt.verify(path)
+    assert why is not None and str(f) in why and "truncated" in why
+
+
+def test_flipped_byte_is_found_only_by_the_deep_check(tiny, tmp_path):
+    path = _save(tiny, tmp_path, 2)
+    f = path / "optimizer.pt"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    f.write_bytes(bytes(data))
+    assert ckpt.verify(path, deep=False) is None  # sizes agree
+    assert "optimizer.pt: sha256 differs" in ckpt.verify(path)
+
+
+def test_checkpoint_without_manifest_is_checked_by_loading(tiny, tmp_path):
+    path = _save(tiny, tmp_path, 2)
+    (path / ckpt.MANIFEST_FILE).unlink()  # as written before manifests existed
+    assert ckpt.verify(path) is None
+    f = path / "rng.pt"
+    f.write_bytes(f.read_bytes()[:100])
+    why = ckpt.verify(path)
+    assert why.startswith(f"{f}: cannot be loaded")
+
+
+def test_newest_verified_moves_bad_checkpoints_aside_and_never_deletes(tiny, tmp_path):
+    root = tmp_path / "checkpoints"
+    for step in (2, 4, 6):
+        _save(tiny, root, step)
+    (root / "step_6" / "state.json").write_text("{")
+    (root / "step_4" / "optimizer.pt").write_bytes(b"")
+    skipped = []
+    found = ckpt.newest_verified(root, on_skip=skipped.append)
+    assert found == root / "step_2"
+    assert [p.name for p in ckpt.list_checkpoints(root)] == ["step_2"]
+    assert len(skipped) == 2 and "step_6" in skipped[0] and "state.json" in skipped[0]
+    assert "step_4" in skipped[1] and "optimizer.pt" in skipped[1] and "corrupt" in skipped[1]
+    aside = sorted(p.name for p in (root / ckpt.CORRUPT_DIR).iterdir())
+    assert [n.split(".")[0] for n in aside if not n.endswith(".why.txt")] == ["step_4", "step_6"]
+    why_files = sorted((root / ckpt.CORRUPT_DIR).glob("*.why.txt"))
+    assert len(why_files) == 2 and "optimizer.pt" in why_files[0].read_text()
+    # the moved copies keep their files, and the next clean-up or save leaves them alone
+    moved = next(p for p in (root / ckpt.CORRUPT_DIR).iterdir() if p.name.startswith("step_6") and p.is_dir())
+    assert (moved / "optimizer.pt").is_file()
+    ckpt.clean_partial(root)
+    _save(tiny, root, 8, keep=1)
+    assert [p.name for p in ckpt.list_checkpoints(root)] == ["step_8"]
+    assert moved.is_dir()
+    # nothing verifies: None, and everything is still on disk
+    (root / "step_8" / "rng.pt").write_bytes(b"x")
+    assert ckpt.newest_verified(root) is None
+    assert len([p for p in (root / ckpt.CORRUPT_DIR).iterdir() if p.is_dir()]) == 3

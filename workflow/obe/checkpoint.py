@@ -9,28 +9,42 @@ Layout of one checkpoint ``OUT/checkpoints/step_N/``::
     state.json        step, data position, count table N(x, a), solved questions,
                       byte lengths of metrics.jsonl / rollouts.jsonl, run config
 
+    manifest.json     byte size and sha256 of every other file; written last
+
 Atomicity: everything is written into ``step_N.tmp-<pid>`` (files fsynced), then the
 directory is renamed to ``step_N`` (an atomic rename on POSIX). A directory named
 ``step_N`` is therefore always complete; leftovers ``*.tmp-*`` from a kill are removed by
 :func:`clean_partial`. :func:`latest` returns the complete checkpoint with the highest step.
 HF snapshots (``final/``, ``snapshots/step_N/``) use the same tmp + rename scheme
 (:func:`save_hf_dir`).
+
+Integrity: a rename cannot protect against what happens to the files afterwards (a
+preempted job on a shared filesystem, a disk that fills while a copy runs, a bit flip).
+:func:`verify` checks a checkpoint against its manifest and names the first file that
+differs; :func:`newest_verified` returns the newest checkpoint that verifies and moves each
+newer one that does not into ``checkpoints/corrupt/`` (with a ``.why.txt`` beside it): a bad
+checkpoint is never deleted and never blocks a resume. Checkpoints written before manifests
+existed are checked by loading every file instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import re
 import shutil
+import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
 STATE_FILE = "state.json"
+MANIFEST_FILE = "manifest.json"
+CORRUPT_DIR = "corrupt"  # under the checkpoints root: checkpoints that failed verification
 FORMAT = "obe.train_checkpoint"
 VERSION = 1
 _STEP_RE = re.compile(r"^step_(\d+)$")
@@ -133,6 +147,7 @@ def save_checkpoint(
     torch.save(rng_state(), tmp / "rng.pt")
     payload = {"format": FORMAT, "version": VERSION, **state, "step": int(step)}
     (tmp / STATE_FILE).write_text(json.dumps(payload, sort_keys=True) + "\n")
+    write_manifest(tmp)  # last: a checkpoint with a manifest had every file written before it
     _publish(tmp, final)
     if keep > 0:
         for old in list_checkpoints(root)[:-keep]:
@@ -179,6 +194,132 @@ def clean_partial(root: str | Path) -> list[Path]:
     return removed
 
 
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(path: str | Path) -> None:
+    """``path/manifest.json``: the byte size and sha256 of every other file under ``path``."""
+    path = Path(path)
+    files = {p.relative_to(path).as_posix(): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+             for p in sorted(path.rglob("*")) if p.is_file() and p.name != MANIFEST_FILE}
+    (path / MANIFEST_FILE).write_text(json.dumps({"format": FORMAT + ".manifest", "files": files},
+                                                 indent=1, sort_keys=True) + "\n")
+
+
+def verify(path: str | Path, *, deep: bool = True) -> Optional[str]:
+    """Why the checkpoint ``path`` cannot be used (naming the file), or ``None`` if it verifies.
+
+    With a manifest: every listed file must exist with its size and (``deep``) its sha256.
+    Without one (checkpoints of older versions): every file must load."""
+    path = Path(path)
+    manifest = path / MANIFEST_FILE
+    if not manifest.is_file():
+        return _load_every_file(path)
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"{manifest}: unreadable manifest ({exc})"
+    for rel, want in sorted(files.items()):
+        f = path / rel
+        if not f.is_file():
+            return f"{f}: missing"
+        size = f.stat().st_size
+        if size != want["bytes"]:
+            return f"{f}: {size} bytes, the manifest says {want['bytes']} (truncated or overwritten)"
+        if deep and file_sha256(f) != want["sha256"]:
+            return f"{f}: sha256 differs from the manifest (corrupted)"
+    return None
+
+
+def _load_every_file(path: Path) -> Optional[str]:
+    """Integrity check of a checkpoint without a manifest: parse or load each file."""
+    if not (path / STATE_FILE).is_file():
+        return f"{path / STATE_FILE}: missing"
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        try:
+            if f.suffix == ".json":
+                json.loads(f.read_text())
+            elif f.suffix == ".pt":
+                torch.load(f, weights_only=True)
+            elif f.suffix == ".safetensors":
+                from safetensors import safe_open
+
+                with safe_open(str(f), framework="pt") as st:
+                    for key in st.keys():
+                        st.get_tensor(key)
+        except Exception as exc:  # noqa: BLE001 - any failure to load is the answer
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return f"{f}: cannot be loaded ({first})"
+    return None
+
+
+def move_aside(path: str | Path, into: str | Path, why: str) -> Path:
+    """Move ``path`` into the folder ``into`` as ``<name>.<UTC time>`` with ``<that>.why.txt``
+    beside it; return the new path. Used instead of deleting anything a run computed."""
+    path, into = Path(path), Path(into)
+    into.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = into / f"{path.name}.{stamp}"
+    if dest.exists():
+        dest = into / f"{path.name}.{stamp}-{os.getpid()}"
+    os.rename(path, dest)
+    dest.with_name(dest.name + ".why.txt").write_text(f"{path}: {why}\n")
+    _fsync_dir(into)
+    _fsync_dir(path.parent)
+    return dest
+
+
+def supersede(out: str | Path, why: str, move: Sequence[Path] = (), copy: Sequence[Path] = ()) -> Path:
+    """Set a run's outputs aside instead of deleting them: ``move`` (and copies of ``copy``) go to
+    ``out/superseded/<UTC time>/`` at their paths relative to ``out``, with ``why.txt``."""
+    out = Path(out)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = out / "superseded" / stamp
+    if dest.exists():
+        dest = dest.with_name(f"{stamp}-{os.getpid()}")
+    dest.mkdir(parents=True)
+    for p in copy:
+        if Path(p).is_file():
+            shutil.copy2(p, dest / Path(p).relative_to(out))
+    for p in move:
+        if Path(p).exists():
+            target = dest / Path(p).relative_to(out)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(p, target)
+    (dest / "why.txt").write_text(why + "\n")
+    _fsync_dir(dest)
+    _fsync_dir(out)
+    return dest
+
+
+def newest_verified(root: str | Path, *, on_skip: Optional[Callable[[str], None]] = None) -> Optional[Path]:
+    """The newest checkpoint under ``root`` that :func:`verify` accepts (``None`` if none does).
+
+    Each newer one that fails is moved into ``root/corrupt/`` (never deleted) and reported
+    through ``on_skip`` with the file that failed."""
+    root = Path(root)
+    for path in reversed(list_checkpoints(root)):
+        why = verify(path)
+        if why is None:
+            return path
+        dest = move_aside(path, root / CORRUPT_DIR, why)
+        if on_skip is not None:
+            on_skip(f"checkpoint {path.name} skipped: {why}; moved to {dest}")
+    return None
+
+
+def checkpoint_step(path: str | Path) -> int:
+    m = _STEP_RE.match(Path(path).name)
+    if not m:
+        raise ValueError(f"{path}: not a step_N checkpoint directory")
+    return int(m.group(1))
+
+
 def read_state(path: str | Path) -> dict[str, Any]:
     data = json.loads((Path(path) / STATE_FILE).read_text())
     if data.get("format") != FORMAT or data.get("version") != VERSION:
@@ -199,16 +340,21 @@ def load_checkpoint(path: str | Path, *, optimizer: torch.optim.Optimizer, sched
     return state
 
 
+class ResumeError(RuntimeError):
+    """A run that cannot go on from its checkpoint as it stands; the message names the file and the fix."""
+
+
 def truncate_file(path: str | Path, length: int) -> None:
     """Cut ``path`` back to ``length`` bytes (create it empty if missing and length is 0)."""
     path = Path(path)
+    fix = "restore it, or move the checkpoint aside to resume from an older one"
     if not path.exists():
         if length:
-            raise RuntimeError(f"{path} is missing but the checkpoint recorded {length} bytes")
+            raise ResumeError(f"{path} is missing but the checkpoint recorded {length} bytes; {fix}")
         path.touch()
         return
     size = path.stat().st_size
     if size < length:
-        raise RuntimeError(f"{path} has {size} bytes, shorter than the {length} recorded in the checkpoint")
+        raise ResumeError(f"{path} has {size} bytes, shorter than the {length} recorded in the checkpoint; {fix}")
     with open(path, "r+b") as f:
         f.truncate(length)
