@@ -24,7 +24,7 @@ TABLE: list[tuple[str, str, bool]] = [
     ("\\frac{1}{2}", "0.5", True), ("\\frac{1}{2}", "1/2", True), ("\\frac12", "\\dfrac{1}{2}", True),
     ("\\dfrac12", "\\tfrac{1}{2}", True), ("0.5", "\\frac{2}{4}", True), ("\\frac{1}{2}", "\\frac{1}{3}", False),
     ("-\\frac{1}{2}", "\\frac{-1}{2}", True), ("-\\frac{1}{2}", "-0.5", True), ("\\frac{1}{2}", "-0.5", False),
-    ("\\frac{3}{4}", "0.75", True), ("\\frac{1}{3}", "0.333", False), ("\\frac13", "0.333333", False),
+    ("\\frac{3}{4}", "0.75", True), ("\\frac{1}{3}", "0.333", False), ("\\frac13", "0.333333", True), ("\\frac13", "0.33333", False),
     ("\\frac{7}{2}", "3.5", True), ("3\\frac{1}{2}", "\\frac{7}{2}", True), ("\\frac{10}{4}", "\\frac{5}{2}", True),
     ("\\frac{1}{2^{99}}", "\\frac{1}{2^{98}}", False), ("\\frac{1}{2^{99}}", "2^{-99}", True),
     ("2^{10}", "1024", True), ("1.5\\times10^{3}", "1500", True), ("\\frac{9}{4}", "2.25", True),
@@ -59,7 +59,7 @@ TABLE: list[tuple[str, str, bool]] = [
     ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", True),
     # square roots
     ("\\sqrt{2}/2", "\\frac{\\sqrt2}{2}", True), ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}", True),
-    ("\\sqrt{2}", "1.414214", False), ("2\\sqrt{3}", "\\sqrt{12}", True), ("\\sqrt{3}", "\\sqrt{2}", False),
+    ("\\sqrt{2}", "1.414214", True), ("\\sqrt{2}", "1.41421", False), ("\\sqrt{2}", "1.414213", False), ("2\\sqrt{3}", "\\sqrt{12}", True), ("\\sqrt{3}", "\\sqrt{2}", False),
     ("2", "\\sqrt{4}", True), ("\\frac{\\sqrt{3}}{2}", "\\frac{1}{2}\\sqrt3", True), ("3\\sqrt{2}", "\\sqrt{18}", True),
     ("\\sqrt[3]{2}", "2^{1/3}", True), ("\\sqrt{2}+1", "1+\\sqrt{2}", True), ("\\sqrt{2}-1", "1-\\sqrt{2}", False),
     # pi and other constants
@@ -70,6 +70,17 @@ TABLE: list[tuple[str, str, bool]] = [
     ("y=2x+3", "y=3+2x", True), ("xy", "yx", True), ("\\frac{x}{2}", "0.5x", True), ("2x", "x", False),
     # complex numbers
     ("1+2i", "2i+1", True), ("1+2i", "1-2i", False), ("i", "i", True),
+    # issue 14: thousands separators, percent and unit words, long decimals, equations
+    ("1000.99", "1,000.99", True), ("12000023", "12,000,023", True), ("14916", "14{,}916", True),
+    ("16386.20", "16,\\!386.20", True), ("32349", "32, 349", False), ("11111111100", "11,\\! 111,\\! 111,\\! 100", True),
+    ("28\\%", "28 percent", True), ("28\\%", "28 pct", True), ("28\\%", "28\\text{ percent}", True),
+    ("125", "125\\textnormal{ miles}", True), ("15", "15\\mbox{ cm}^2", True), ("10", "10 dollars", True),
+    ("\\frac{1}{12}", "0.0833333333333333", True), ("\\sqrt{17}", "4.123105625617661", True),
+    ("\\frac{1}{12}", "0.0833", False), ("\\frac{2}{3}", "0.6666667", True), ("\\frac{2}{3}", "0.666666", False),
+    ("0.3333333", "0.333333", True), ("(1,\\frac{9}{2})", "(1,4.5)", True),
+    ("2x+4y-3=0", "y=-\\frac{1}{2}x+\\frac{3}{4}", True), ("34x+45y-20z+100=0", "-34x-45y+20z-100=0", True),
+    ("x^2/4+y^2/3=1", "x^2/16+y^2/12=1/4", True), ("2x+4y-3=0", "y=-\\frac{1}{2}x+\\frac{3}{2}", False),
+    ("7=11a+c", "11a+c", False), ("k=1", "1", True),
     # non-answers
     ("5", "", False), ("5", "   ", False), ("5", "\\text{}", False), ("\\frac{1}{2}", "frac", False),
     ("5", "no solution", False), ("1,2", "1", False),
@@ -93,14 +104,50 @@ def test_extract_boxed_and_fallbacks() -> None:
     assert extract("a \\boxed{1} then \\boxed{\\frac{1}{2}}") == "\\frac{1}{2}"
     assert extract("\\fbox{7}") == "7"
     assert extract("The final answer is $\\frac{3}{4}$.\nDone") == "\\frac{3}{4}"
-    assert extract("work\n#### 3,890") == "3,890"
+    assert extract("work\n#### 3,890") == "3890"  # Math-Verify's number pattern drops the separator
     assert extract("no answer here") is None
-    assert extract("Answer: 12") is None  # not a default fallback
-    assert extract("Answer: 12", ExtractConfig(fallbacks=("answer_colon",))) == "12"
-    assert extract("The final answer is 5", ExtractConfig(fallbacks=())) is None
-    assert extract("we get 3 and then 4.", ExtractConfig(fallbacks=("last_number",))) == "4"
+    assert extract("Answer: 12") == "12"
     assert extract("truncated \\boxed{\\frac{1}{") is None
     assert extract("first \\boxed{2} then truncated \\boxed{3") == "2"
+    # strict box-only mode (training rewards): free text never counts
+    strict = ExtractConfig(mode="boxed")
+    assert extract("The final answer is 5", strict) is None and extract("$5$", strict) is None
+    assert extract("so \\boxed{5}", strict) == "5"
+    with pytest.raises(ValueError, match="mode"):
+        ExtractConfig(mode="lenient")
+
+
+# (response, extracted answer): no complete box -> Math-Verify's extraction (cases of the issue)
+FREE_TEXT = [
+    ("$9$", "9"), ("Answer \\[ 9 \\]", "9"), ("Answer \\( (9+1) \\)", "(9+1)"),
+    ("Therefore $x \\geq 5$ is the solution.", "x \\geq 5"), ("The answer is 34", "34"),
+    ("Final Answer: The largest $n$ is 34.", "34"),
+    ("Final Answer: The final answer is $14{,}916$. I hope it is correct.", "14,916"),
+    ("Final Answer: The final answer is 12,000,023. I hope it is correct. <|im_start|>user", "12000023"),
+    ("The identity matrix is $ \\begin{pmatrix}1 & 0 \\\\ 0 & 1\\end{pmatrix} $.",
+     "\\begin{pmatrix}1 & 0 \\\\ 0 & 1\\end{pmatrix}"),
+    ("The answer is $\\frac{1}{3}.$", "\\frac{1}{3}"),
+    ("I am not sure how to proceed", None),
+]
+
+
+@pytest.mark.parametrize(("response", "answer"), FREE_TEXT)
+def test_free_text_extraction(response: str, answer: str | None) -> None:
+    assert extract(response) == answer
+
+
+def test_boxes_think_and_minerva_tail() -> None:
+    # boxes that follow each other with only "and"/commas between them are one set
+    assert extract("The integers are \\boxed{-2} and \\boxed{1}.") == "-2, 1"
+    assert extract("\\[ \\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}. \\]") == "-2, 1"
+    assert extract("$\\boxed{1}\\boxed{2}$") == "1, 2"
+    assert extract("so \\boxed{200}. Then we add the interest of the second CD: \\boxed{255}") == "255"
+    # <think> content is never graded
+    assert extract("<think>maybe \\boxed{3}</think> The answer is 4.") == "4"
+    assert extract("<think>maybe \\boxed{3}</think>") is None
+    # a Minerva "final answer ... I hope it is correct." after the last box wins (rightmost)
+    text = "$\\boxed{200}$ and later $\\boxed{255}$. Final Answer: The final answer is $10,455$. I hope it is correct."
+    assert extract(text) == "10,455" and grade(text, "10455").correct
 
 
 def test_grade_result_shape() -> None:

@@ -379,9 +379,7 @@ def _fast_value(s: str) -> Any:
     parts = _split_top(s)
     if parts is None or not all(parts):
         return None
-    if len(parts) > 1:  # a bare list: a set, unless a group of 3 digits hints at a separator
-        if any(len(p) == 3 and p.isdigit() for p in parts[1:]):
-            return None
+    if len(parts) > 1:  # a bare list: a set (obe.grading.normalize removed thousands separators)
         return _set_of(parts)
     return _bracketed(s, as_interval=False)
 
@@ -508,6 +506,8 @@ def value_key(v: Any) -> str | None:
         kind = v[0]
         if kind == "num":
             return num_key(v[1])
+        if kind == "approx":
+            return approx_key(v[1])
         if kind == "set":
             return "{" + ",".join(sorted({num_key(x) for x in v[1]})) + "}"
         if kind == "tuple":
@@ -670,3 +670,59 @@ def parse_poly(s: str) -> Poly | None:
     except (_Bail, ValueError, ZeroDivisionError, OverflowError, RecursionError):
         return None
     return v if any(m for m in v) else None
+
+
+# ----------------------------------------------------------------------------- decimals at 6 places
+# Math-Verify's precision convention: when either side is a decimal, both are rounded to
+# ``DECIMAL_PLACES`` places and compared (``0.0833333333333333`` == ``\frac{1}{12}``,
+# ``4.123105625617661`` == ``\sqrt{17}``, ``0.333`` != ``\frac13``). obe applies it to decimals
+# written with at least that many places; shorter decimals stay exact (``0.5`` is 1/2).
+DECIMAL_PLACES = 6
+_SCALE = 10**DECIMAL_PLACES
+
+
+def rounded(v: Any) -> int | None:
+    """``round(value * 10**6)`` of a fast value ("num" or "approx"), or None if not a number."""
+    try:
+        if v[0] == "approx":
+            return round(v[1] * _SCALE)
+        if v[0] != "num":
+            return None
+        c = v[1]
+        if not c:
+            return 0
+        if len(c) == 1 and c[0][0] == (1, 0):
+            return round(c[0][1] * _SCALE)
+        with localcontext() as ctx:
+            ctx.prec = 80
+            return int((_to_decimal(dict(c)) * _SCALE).to_integral_value())  # half-even, as round()
+    except (_Bail, ArithmeticError, ValueError, OverflowError, TypeError, IndexError):
+        return None
+
+
+def _simplest_between(lo: Fraction, hi: Fraction) -> Fraction:
+    """The fraction with the smallest denominator in ``[lo, hi]`` (continued fractions)."""
+    if lo <= 0 <= hi:
+        return Fraction(0)
+    if hi < 0:
+        return -_simplest_between(-hi, -lo)
+    c = -((-lo.numerator) // lo.denominator)  # ceil(lo)
+    if c <= hi:
+        return Fraction(c)
+    f = lo.numerator // lo.denominator
+    return f + 1 / _simplest_between(1 / (hi - f), 1 / (lo - f))
+
+
+def approx_key(d: Fraction) -> str:
+    """The key of a decimal compared at 6 places: the key of the simplest fraction that rounds
+    to the same 6 places (``0.0833333333333333`` -> ``"1/12"``, as the exact 1/12 keys). It
+    depends only on the 6-place value, so decimals equal at 6 places share it; and fractions
+    with denominators up to 1000 are more than 1e-6 apart, so such a fraction is the simplest
+    of its rounding cell and an exact answer like ``\\frac{1}{12}`` keys the same."""
+    g = round(d * _SCALE)
+    half = Fraction(1, 2 * _SCALE)
+    for shrink in (Fraction(0), Fraction(1, 10**15)):  # the closed cell, then the open one
+        best = _simplest_between(Fraction(g, _SCALE) - half + shrink, Fraction(g, _SCALE) + half - shrink)
+        if round(best * _SCALE) == g:
+            return str(best)
+    return str(Fraction(g, _SCALE))

@@ -66,58 +66,129 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from obe.fastmath import fast_value, parse_poly, value_key
+from obe.fastmath import DECIMAL_PLACES, fast_value, parse_poly, rounded, value_key
 
-DEFAULT_TIMEOUT_S = 5.0
+DEFAULT_TIMEOUT_S = 5.0  # CPU seconds per worker call (see wall_guard for the wall clock)
+WALL_GUARD_S = 60.0
+WALL_GUARD_FACTOR = 20.0
 MAX_ANSWER_CHARS = 2000
+MAX_RESPONSE_CHARS = 20_000  # Math-Verify's extraction reads the last 20,000 characters
 CACHE_SIZE = 1 << 16
 NO_ANSWER_KEY = "<no_answer>"
 TIMEOUT_KEY = "<timeout>"
 ERROR_KEY = "<error>"
 SENTINEL_KEYS = frozenset({NO_ANSWER_KEY, TIMEOUT_KEY, ERROR_KEY})
-KNOWN_KEY_EXCEPTIONS: tuple[tuple[str, str], ...] = ()
-"""(a, b) answer pairs where ``verify(a, b)`` holds but the keys differ. Empty: every pair of
-the test tables agrees. Keys of irrational constants use 12 significant digits, so two
-*different* constants that agree to 12 digits would share a key (the converse direction)."""
+KNOWN_KEY_EXCEPTIONS: tuple[tuple[str, str], ...] = (
+    ("\\sqrt{2}", "1.414214"), ("\\sqrt{17}", "4.123105625617661"),
+    ("2x+4y-3=0", "y=-\\frac{1}{2}x+\\frac{3}{4}"),
+)
+"""(a, b) answer pairs where ``verify(a, b)`` holds but the keys differ, one per known class:
+  * a decimal of 6+ places against an irrational it rounds to (Math-Verify's precision
+    convention) keys as the simplest fraction of its 6-place rounding cell, the irrational
+    by 12 significant digits. "Equal at 6 places" cannot be keyed together with
+    "exact numbers compare exactly" (1/2^98 != 1/2^99, both 0.000000 at 6 places);
+  * an assignment ``y = ...`` keys as its right side (``y=2x+3`` == ``2x+3``) but equals the
+    same line written as an equation (``2x-y+3=0``), which keys as an equation.
+Neither affects training counts: :func:`grade` gives a correct answer the gold's key. Keys of
+irrational constants use 12 significant digits, so two *different* constants that agree to 12
+digits would share a key (the converse direction)."""
 
 
 # ----------------------------------------------------------------------------- extraction
 @dataclass(frozen=True)
 class ExtractConfig:
-    """Where to look for the answer when the response has no complete ``\\boxed{}``.
+    """Where the answer of a response is read.
 
-    ``fallbacks`` are tried in order: "final_answer_is" (last "final answer is X", to the end
-    of its line), "hash" (GSM8K ``#### X``), "answer_colon" (last "Answer: X"), "last_number"
-    (last number in the text; lenient, off by default). Default: ("final_answer_is", "hash").
+    ``mode`` "math_verify" (default): the last complete ``\\boxed{}`` (boxes that follow each
+    other with only "and", commas or spaces between them are read together as a set, e.g.
+    ``\\boxed{-2} and \\boxed{1}``); without a complete box, or when a Minerva-format
+    "Final answer: The final answer is X. I hope it is correct." comes after the last box,
+    Math-Verify's own extraction (its LaTeX and number patterns, in its priority order) in the
+    worker. ``mode`` "boxed": only a complete box counts (strict training rewards; config key
+    ``train.reward_extract``). Either way ``<think>...</think>`` content is ignored.
     """
 
-    fallbacks: tuple[str, ...] = ("final_answer_is", "hash")
+    mode: str = "math_verify"
+
+    def __post_init__(self) -> None:
+        if self.mode not in EXTRACT_MODES:
+            raise ValueError(f"ExtractConfig.mode {self.mode!r}: not one of {', '.join(EXTRACT_MODES)}")
 
 
-_FALLBACK_RES = {
-    "final_answer_is": re.compile(r"final answer is:?[ \t]*([^\n]+)", re.IGNORECASE),
-    "hash": re.compile(r"####[ \t]*([^\n]+)"),
-    "answer_colon": re.compile(r"answer:[ \t]*([^\n]+)", re.IGNORECASE),
-    "last_number": re.compile(r"(-?\d[\d,]*(?:\.\d+)?)"),
-}
+EXTRACT_MODES = ("math_verify", "boxed")
+_MINERVA_TAIL_RE = re.compile(r"final answer is.{0,400}?I hope", re.IGNORECASE | re.DOTALL)
+_BOX_GAP_RE = re.compile(
+    r"(?:\s|\$|\\[\[\]()]|[.,;]|\\quad|\\qquad|\\text\{\s*(?:and|or|,)?\s*\}|\band\b|\bor\b)*"
+)
+_THINK_END = "</think>"
 
 
-def extract(text: str, config: ExtractConfig = ExtractConfig()) -> str | None:
-    """The final answer in ``text``: the last complete box, else the first fallback that hits."""
-    from obe.latex import last_boxed
+def _final_boxes(text: str) -> str | None:
+    """The last box, joined with the boxes right before it that only "and"/commas separate."""
+    from obe.latex import boxed_spans
 
-    boxed = last_boxed(text)
-    if boxed is not None:
-        return boxed.strip() or None
-    for name in config.fallbacks:
-        last = None
-        for last in _FALLBACK_RES[name].finditer(text):
-            pass
-        if last is not None:
-            ans = last.group(1).strip().rstrip(".").strip().strip("$").strip()
-            if ans:
-                return ans
-    return None
+    spans = boxed_spans(text)
+    if not spans:
+        return None
+    run = [spans[-1]]
+    for prev in reversed(spans[:-1]):
+        gap = text[prev[1] : run[0][0]]
+        if len(gap) > 60 or not _BOX_GAP_RE.fullmatch(gap):
+            break
+        run.insert(0, prev)
+    parts = list(dict.fromkeys(c.strip() for _, _, c in run if c.strip()))
+    return ", ".join(parts) if parts else ""
+
+
+def _strip_think(text: str) -> str:
+    """What follows the last ``</think>``: the reasoning before it is never graded."""
+    return text.rsplit(_THINK_END, 1)[1] if _THINK_END in text else text
+
+
+def _needs_worker_extraction(text: str, config: ExtractConfig) -> tuple[str | None, bool]:
+    """(the boxed answer, whether Math-Verify's extraction in the worker must decide)."""
+    text = _strip_think(text)
+    boxed = _final_boxes(text)
+    if config.mode == "boxed":
+        return boxed, False
+    if boxed is None:
+        return None, True
+    from obe.latex import boxed_spans
+
+    tail = text[boxed_spans(text)[-1][1] :]
+    return boxed, bool(_MINERVA_TAIL_RE.search(tail))
+
+
+def extract(text: str, config: ExtractConfig = ExtractConfig(), *, timeout: float = DEFAULT_TIMEOUT_S) -> str | None:
+    """The final answer in ``text`` (see :class:`ExtractConfig`), or ``None``.
+
+    Math-Verify's extraction runs in the worker under the same CPU-time bound as every
+    worker call (``timeout`` CPU seconds); a response it times out on has no answer.
+    """
+    boxed, ask = _needs_worker_extraction(text, config)
+    if ask:
+        found = _extract_slow(_strip_think(text), timeout)
+        if found:
+            return found
+    return boxed.strip() or None if boxed is not None else None
+
+
+def _extract_slow(text: str, timeout: float) -> str | None:
+    """Math-Verify's extraction in the worker: the answer string, "" for none, None on timeout."""
+    if len(text) > MAX_RESPONSE_CHARS:
+        text = text[-MAX_RESPONSE_CHARS:]  # the answer is at the end; bounds the regex work
+    hit = _EXTRACT_CACHE.get(text)
+    if hit is not None:
+        return hit
+    resp, cacheable = _slow({"op": "extract", "t": text}, timeout)
+    if resp is None:
+        if cacheable:  # over its CPU budget: the same on any machine, so no answer for good
+            _EXTRACT_CACHE.put(text, "")
+        return None
+    answer = resp.get("answer") or ""
+    if cacheable and "error" not in resp:
+        _EXTRACT_CACHE.put(text, answer)
+    return answer
 
 
 # ----------------------------------------------------------------------------- normalize
@@ -128,41 +199,76 @@ _REPLACEMENTS = (
     ("^{\\circ}", ""), ("^\\circ", ""), ("\\circ", ""), ("\\degree", ""), ("°", ""),
     ("\\%", ""), ("%", ""), ("\\$", ""), ("{,}", ","), ("\\le ", "\\leq "), ("\\ge ", "\\geq "),
 )
-_TEXT_RE = re.compile(r"\\(?:text|textbf|mbox|mathrm|textrm)\{([^{}]*)\}")
-_TRAILING_TEXT_RE = re.compile(r"(?<=\S)\s*\\(?:text|mbox|mathrm|textrm)\{[^{}]*\}\s*$")
+_TEXT_CMDS = r"(?:text|textbf|textnormal|textit|mbox|mathrm|textrm)"
+_TEXT_RE = re.compile(r"\\" + _TEXT_CMDS + r"\{([^{}]*)\}")
+_TRAILING_TEXT_RE = re.compile(r"(?<=\S)\s*\\" + _TEXT_CMDS + r"\{[^{}]*\}(?:\^\{?[23]\}?)?\s*$")
+# Unit and percent words after a number (lm-eval minerva_math drops the same kind of words).
+_UNIT_WORDS = (
+    "percent", "percentage", "pct", "dollars", "dollar", "cents", "cent", "units", "unit", "square", "sq",
+    "inches", "inch", "feet", "foot", "ft", "miles", "mile", "mph", "km", "cm", "mm", "meters", "meter", "gm",
+    "kg", "grams", "pounds", "hours", "hour", "minutes", "minute", "seconds", "second", "days", "day",
+    "years", "year", "degrees", "degree", "ways", "points", "digits", "students", "people",
+)
+_UNIT_WORD_RE = re.compile(
+    r"(?<=[\d}.])\s+(?:" + "|".join(_UNIT_WORDS) + r")(?:\^\{?[23]\}?)?\.?\s*$", re.IGNORECASE)
+_THOUSANDS_RE = re.compile(r"[-+]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?")  # 12,000,023 (no spaces)
+_SEP_BANG_RE = re.compile(r",\\!\s*")  # 11,\! 111,\! 100: a typeset thousands separator
 _SPACE_RE = re.compile(r"\s+")
 _ESCAPED_SPACE_RE = re.compile(r"(?<!\\)\\ ")  # "\ " but not the row break "\\\\ " of a matrix
 _DROP_SPACE_RE = re.compile(r"(?<![A-Za-z]) | (?![A-Za-z])")
 _ASSIGN_RE = re.compile(r"^[A-Za-z]=(?!=)")
+_EQUATION_RE = re.compile(r"(?<![<>!=\\])=(?!=)")  # an "=" that is not part of <=, >=, !=, ==
 _WORD_RE = re.compile(r"[A-Za-z][A-Za-z ]*[A-Za-z]")
 
 
-def normalize(answer: str) -> str:
-    """Cheap, linear-time string canonicalization applied before any comparison or keying."""
+def normalize(answer: str, *, keep_assignment: bool = False) -> str:
+    """Cheap, linear-time string canonicalization applied before any comparison or keying.
+
+    Drops math delimiters, ``\\left``/``\\right``, spacing, degree and percent signs, trailing
+    ``\\text{}`` units and unit/percent words after a number ("28 percent", "5 cm"), and
+    thousands separators of a whole-answer number ("12,000,023", "14{,}916", "16,\\!386.20";
+    not "32, 349", which is a list). A single-letter assignment ``x = 5`` becomes ``5``
+    unless ``keep_assignment`` (equations are then compared whole).
+    """
     s = answer.strip()
     if s.startswith("\\boxed{") and s.endswith("}"):
         s = s[7:-1]
     s = s.strip().strip("$").strip()
     if s.startswith("\\[") and s.endswith("\\]") or s.startswith("\\(") and s.endswith("\\)"):
         s = s[2:-2]
+    if ",\\!" in s:
+        s = _SEP_BANG_RE.sub(",", s)
     for old, new in _REPLACEMENTS:
         if old in s:
             s = s.replace(old, new)
+    if "$" in s:
+        s = s.replace("$", "")  # math delimiters inside the answer ("$125$ miles"); \\$ is gone
     if "\\ " in s:
         s = _ESCAPED_SPACE_RE.sub(" ", s)
     if "\\" in s:
         s = _TRAILING_TEXT_RE.sub("", s)
         s = _TEXT_RE.sub(r"\1", s)
-    s = _DROP_SPACE_RE.sub("", _SPACE_RE.sub(" ", s).strip())
+    s = _SPACE_RE.sub(" ", s).strip().rstrip(".").strip()
+    if any(c.isalpha() for c in s):
+        s = _UNIT_WORD_RE.sub("", s).strip()
+    if "," in s and _THOUSANDS_RE.fullmatch(s):
+        s = s.replace(",", "")
+    s = _DROP_SPACE_RE.sub("", s)
     s = s.rstrip(".").strip()
-    if _ASSIGN_RE.match(s):
+    if "\\approx" in s:  # x \approx 11 is 11; 1/3 \approx 0.33 is the exact 1/3
+        first, _, last = s.partition("\\approx")
+        s = last if len(first) == 1 and first.isalpha() else first
+    if "=" in s and "," not in s and ";" not in s:
+        parts = _EQUATION_RE.split(s)
+        if len(parts) > 2:  # a derivation x = 5+5+1 = 11: its last member is the answer
+            s = parts[-1]
+    if not keep_assignment and _ASSIGN_RE.match(s):
         s = s[2:]
     return s
 
 
 # ----------------------------------------------------------------------------- exact numbers
 _NUM_TOKEN_RE = re.compile(r"\d+(?:\.\d*)?|\.\d+|\\frac|\\cdot|\\times|\\div|[-+*/^(){}]")
-_THOUSANDS_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _MAX_POW_BITS = 4096
 
 
@@ -174,14 +280,12 @@ def exact_number(s: str) -> Fraction | None:
     """``s`` as an exact rational if it is plain arithmetic on numbers, else ``None``.
 
     Safe recursive descent over + - * / ^, ``\\frac``, ``\\cdot``, ``\\times``, parentheses;
-    powers are bounded (no ``9^9^9^9^9``), so this never hangs. ``1,000`` is a thousand.
+    powers are bounded (no ``9^9^9^9^9``), so this never hangs.
     """
     if not s or len(s) > 200 or not (s[0].isdigit() or s[0] in "-+.(\\{"):
         return None
     if "," in s:
-        if not _THOUSANDS_RE.fullmatch(s):
-            return None
-        s = s.replace(",", "")
+        return None  # a list; thousands separators were removed by ``normalize``
     toks = _NUM_TOKEN_RE.findall(s)
     if "".join(toks) != s:
         return None
@@ -303,6 +407,10 @@ def _shape(s: str) -> str:
     return "plain"
 
 
+_LONG_DECIMAL_RE = re.compile(r"\.\d{%d}" % DECIMAL_PLACES)
+_LONE_DECIMAL_RE = re.compile(r"[-+]?\d*\.\d+")
+
+
 def _is_word(s: str) -> bool:
     return len(s) >= 3 and _WORD_RE.fullmatch(s) is not None and "\\" not in s
 
@@ -310,7 +418,11 @@ def _is_word(s: str) -> bool:
 @lru_cache(maxsize=CACHE_SIZE)
 def _fast_val(s: str) -> Any:
     """Exact canonical value of a normalized answer of a common shape, else ``None``:
-    a rational (``exact_number``), or a closed form / set / tuple / interval (``obe.fastmath``)."""
+    a rational (``exact_number``), or a closed form / set / tuple / interval (``obe.fastmath``);
+    a lone decimal of 6+ places is ``("approx", value)``, compared at 6 places (Math-Verify's
+    convention); inside a larger answer such a decimal is left to the worker."""
+    if "." in s and _LONG_DECIMAL_RE.search(s):
+        return ("approx", Fraction(s)) if _LONE_DECIMAL_RE.fullmatch(s) else None
     v = exact_number(s)
     if v is not None:
         return ("num", (((1, 0), v),) if v else ())
@@ -321,7 +433,7 @@ def _fast_val(s: str) -> Any:
 def _fast_poly(s: str) -> Any:
     """A polynomial in single-letter variables (``obe.fastmath.parse_poly``) as a hashable
     canonical value, else ``None``; words (``_is_word``) are not polynomials."""
-    if _is_word(s):
+    if _is_word(s) or "." in s and _LONG_DECIMAL_RE.search(s):
         return None
     v = parse_poly(s)
     return None if v is None else frozenset(v.items())
@@ -338,12 +450,22 @@ def _fast_key(s: str) -> str | None:
     return None
 
 
+_NUMS = ("num", "approx")
+
+
 def _fast_eq(g: str, p: str) -> bool | None:
     """Verdict without sympy when it is certain, else ``None``."""
     if g == p:
         return True
+    if bool(_EQUATION_RE.search(g)) != bool(_EQUATION_RE.search(p)):
+        return False  # an equation (7 = 11a+c) is not a number or an expression (11a+c)
     gv, pv = _fast_val(g), _fast_val(p)
     if gv is not None and pv is not None:
+        if gv[0] == "approx" or pv[0] == "approx":  # a long decimal: equal at 6 places
+            if gv[0] not in _NUMS or pv[0] not in _NUMS:
+                return False  # a number never equals a set, tuple, interval or matrix
+            gr, pr = rounded(gv), rounded(pv)
+            return None if gr is None or pr is None else gr == pr
         return gv == pv  # canonical forms: equal iff the values are equal
     if _is_word(g) or _is_word(p):
         return g.lower() == p.lower()
@@ -356,7 +478,7 @@ def _fast_eq(g: str, p: str) -> bool | None:
     gs, ps = _shape(g), _shape(p)
     if gs != ps and "plain" not in (gs, ps):
         return False  # set vs tuple vs interval vs matrix: Math-Verify 0.9.0 accepts some of these
-    if gs != ps and ((gv is not None and gv[0] == "num") or (pv is not None and pv[0] == "num")):
+    if gs != ps and ((gv is not None and gv[0] in _NUMS) or (pv is not None and pv[0] in _NUMS)):
         return False  # a number never equals a set, tuple, interval or matrix
     return None
 
@@ -391,6 +513,7 @@ class _LRU:
 
 _EQ_CACHE = _LRU(CACHE_SIZE)
 _KEY_CACHE = _LRU(CACHE_SIZE)
+_EXTRACT_CACHE = _LRU(CACHE_SIZE)
 
 
 def clear_caches(worker: bool = False) -> None:
@@ -398,6 +521,7 @@ def clear_caches(worker: bool = False) -> None:
     emptying its parse cache (the next slow call waits for its imports, ~1-2 s)."""
     _EQ_CACHE.clear()
     _KEY_CACHE.clear()
+    _EXTRACT_CACHE.clear()
     _fast_val.cache_clear()
     _fast_poly.cache_clear()
     if worker:
@@ -409,11 +533,20 @@ class _Timeout(Exception):
     pass
 
 
-class _Worker:
-    """A persistent subprocess doing the sympy work; killed and restarted on timeout.
+def wall_guard(cpu_s: float) -> float:
+    """The wall-clock last resort for a call with a ``cpu_s`` CPU budget: far enough that no
+    plausible machine load reaches it (a 5 s budget: 160 s), so grades depend on CPU time only."""
+    return WALL_GUARD_S + WALL_GUARD_FACTOR * cpu_s
 
-    Calls are serialized with a lock; time spent waiting for the lock counts against the
-    caller's timeout, so every call returns within its timeout (plus process-kill latency).
+
+class _Worker:
+    """A persistent subprocess (:mod:`obe.grading_worker`) doing the sympy work.
+
+    A call is bounded by CPU time in the worker (its ``timeout`` is sent as the budget; over
+    it the worker answers "timeout", or is ended by ``RLIMIT_CPU``, read here as a timeout).
+    Wall-clock time is only the far-away :func:`wall_guard`: past it the worker is killed and
+    restarted and the timeout is not cached, being the machine's fault, not the input's.
+    Calls are serialized with a lock.
     """
 
     def __init__(self) -> None:
@@ -429,7 +562,7 @@ class _Worker:
         pkg_root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = pkg_root + os.pathsep + env.get("PYTHONPATH", "")
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", "from obe.grading import _worker_main; _worker_main()"],
+            [sys.executable, "-c", "from obe.grading_worker import main; main()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
         )
         self._buf, self._ready, self._pid = b"", False, os.getpid()
@@ -473,10 +606,12 @@ class _Worker:
             self._ready = True
         return True
 
-    def request(self, req: dict[str, Any], timeout: float) -> tuple[dict[str, Any] | None, bool]:
-        """(response, cacheable); response is None on timeout. Raises on worker death."""
-        deadline = _now() + timeout
-        if not self._lock.acquire(timeout=max(timeout, 0)):
+    def request(self, req: dict[str, Any], timeout: float,
+                deadline: float | None = None) -> tuple[dict[str, Any] | None, bool]:
+        """(response, cacheable); response is None on timeout. ``timeout``: CPU seconds."""
+        if deadline is None:
+            deadline = _now() + wall_guard(timeout)
+        if not self._lock.acquire(timeout=max(deadline - _now(), 0)):
             return None, False
         try:
             try:
@@ -485,15 +620,20 @@ class _Worker:
                 return None, False  # still importing: not the input's fault, do not cache
             assert self._proc is not None and self._proc.stdin is not None
             self.calls += 1
-            self._proc.stdin.write(json.dumps(req).encode() + b"\n")
+            self._proc.stdin.write(json.dumps(dict(req, cpu=timeout)).encode() + b"\n")
             self._proc.stdin.flush()
             try:
-                return json.loads(self._readline(deadline)), True
-            except _Timeout:
+                resp = json.loads(self._readline(deadline))
+            except _Timeout:  # the wall-clock last resort: the machine's fault, not cached
                 self.stop()
                 self._start()  # warm up the replacement in the background
+                return None, False
+            except EOFError:  # ended by RLIMIT_CPU: over its CPU budget in C code
+                self.stop()
+                self._start()
                 return None, True
-        except (EOFError, OSError, ValueError):
+            return (None, True) if resp.get("timeout") else (resp, True)
+        except (OSError, ValueError):
             self.stop()
             raise
         finally:
@@ -505,7 +645,7 @@ class _Pool:
 
     A call takes its preferred worker when idle (index 0, or the lane of a ``grade_many``
     thread, so one gold's parse stays in one worker's cache), else any idle one, else waits;
-    the wait counts against the call's timeout, as before. A worker still restarting after
+    the wait counts against the call's wall guard only. A worker still restarting after
     a timeout is passed over while another idle one is ready.
     """
 
@@ -545,15 +685,12 @@ class _Pool:
             self._cond.notify()
 
     def request(self, req: dict[str, Any], timeout: float) -> tuple[dict[str, Any] | None, bool]:
-        deadline = _now() + timeout
+        deadline = _now() + wall_guard(timeout)
         idx = self._acquire(deadline)
         if idx is None:
-            return None, False  # every worker busy for the whole timeout: not the input's fault
+            return None, False  # every worker busy past the wall guard: not the input's fault
         try:
-            left = deadline - _now()
-            if left <= 0:
-                return None, False
-            return self.workers[idx].request(req, left)
+            return self.workers[idx].request(req, timeout, deadline)
         finally:
             self._release(idx)
 
@@ -677,13 +814,24 @@ def _eq_of(g: str, p: str, timeout: float, want_key: bool = False) -> bool | Non
     return None if eq == "timeout" else bool(eq)
 
 
+def _compare_forms(gold: str, pred: str) -> tuple[str, str]:
+    """The normalized forms to compare: with the single-letter assignments dropped
+    (``y = 2x+3`` == ``2x+3``), unless one side is still an equation, which is then compared
+    with the other side whole (``2x+4y-3=0`` == ``y=-\\frac12x+\\frac34``)."""
+    g, p = normalize(gold), normalize(pred)
+    if _EQUATION_RE.search(g) or _EQUATION_RE.search(p):
+        return normalize(gold, keep_assignment=True), normalize(pred, keep_assignment=True)
+    return g, p
+
+
 def verify(gold: str, pred: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
     """Whether answer ``pred`` is equivalent to ``gold``; False on timeout or error, never raises.
 
-    ``timeout`` (seconds) is a hard wall-clock bound for the call, from any thread.
+    ``timeout`` is the CPU-time budget (seconds) of each worker call, so the verdict does not
+    depend on machine load; wall-clock time only bounds a call at :func:`wall_guard`.
     """
     try:
-        g, p = normalize(gold), normalize(pred)
+        g, p = _compare_forms(gold, pred)
         if not g or not p or _too_long(g) or _too_long(p):
             return False
         return bool(_eq_of(g, p, timeout))
@@ -695,10 +843,15 @@ def grade(
     response: str, gold: str, *, config: ExtractConfig = ExtractConfig(),
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> GradeResult:
-    """Extract, verify and key one response. Never raises; at most ~2 x ``timeout`` seconds."""
+    """Extract, verify and key one response. Never raises.
+
+    ``gold`` is normally a bare answer; a gold written as a solution (a ``\\boxed{}`` in
+    text, or prose) is read the same way as a response. ``timeout``: CPU seconds per worker
+    call (at most one for extraction and two for the verdict and key).
+    """
     answer = None
     try:
-        prepared = _prepare(response, gold, config)
+        prepared = _prepare(response, gold, config, timeout)
         if isinstance(prepared, GradeResult):
             return prepared
         answer, g, p = prepared
@@ -707,12 +860,30 @@ def grade(
         return GradeResult(answer, ERROR_KEY, False, "error")
 
 
-def _prepare(response: str, gold: str, config: ExtractConfig) -> GradeResult | tuple[str, str, str]:
-    answer = extract(response, config)
-    p = normalize(answer) if answer is not None else ""
-    if not p:
+_MATH_OR_COMMAND_RE = re.compile(r"\$\$.*?\$\$|\$[^$]*\$|\\\(.*?\\\)|\\\[.*?\\\]|\\[A-Za-z]+(?:\{[^{}]*\})?", re.DOTALL)
+_PROSE_WORD_RE = re.compile(r"[A-Za-z]{2,}")
+
+
+def _gold_answer(gold: str, timeout: float) -> str:
+    """The answer of a gold: itself, unless it is a worked solution (a box in text, or three
+    or more words outside math), which is then read as a response is."""
+    text = _strip_think(gold)
+    boxed = _final_boxes(text)
+    if boxed:
+        return boxed
+    if len(_PROSE_WORD_RE.findall(_MATH_OR_COMMAND_RE.sub(" ", text))) >= 3:
+        found = _extract_slow(text, timeout)
+        if found:
+            return found
+    return gold
+
+
+def _prepare(response: str, gold: str, config: ExtractConfig,
+             timeout: float = DEFAULT_TIMEOUT_S) -> GradeResult | tuple[str, str, str]:
+    answer = extract(response, config, timeout=timeout)
+    if answer is None or not normalize(answer):
         return GradeResult(answer, NO_ANSWER_KEY, False, "no_answer")
-    g = normalize(gold)
+    g, p = _compare_forms(_gold_answer(gold, timeout), answer)
     if _too_long(p) or _too_long(g):
         return GradeResult(answer, ERROR_KEY, False, "error")
     return answer, g, p  # type: ignore[return-value]
@@ -741,12 +912,21 @@ def grade_many(
     responses, golds = list(responses), list(golds)
     if len(responses) != len(golds):
         raise ValueError(f"{len(responses)} responses but {len(golds)} golds")
+    texts: dict[str, None] = {}  # responses and golds that need Math-Verify's extraction
+    for response, gold in zip(responses, golds):
+        try:
+            if _needs_worker_extraction(response, config)[1]:
+                texts[_strip_think(response)[-MAX_RESPONSE_CHARS:]] = None
+        except Exception:
+            pass  # the final pass grades this item again and reports the error
+    _run_lanes([[(t, "")] for t in texts if _EXTRACT_CACHE.get(t) is None],
+               lambda t, _: _extract_slow(t, timeout))
     prepared: list[GradeResult | tuple[str, str, str]] = []
     pending: dict[str, dict[str, None]] = {}  # gold -> answers it needs the worker for
     for response, gold in zip(responses, golds):
         answer = None
         try:
-            item = _prepare(response, gold, config)
+            item = _prepare(response, gold, config, timeout)
             if not isinstance(item, GradeResult):
                 answer, g, p = item
                 if _eq_known(g, p) is None:
@@ -801,153 +981,3 @@ def _run_lanes(groups: list[list[tuple[str, str]]], job: Callable[[str, str], ob
         t.start()
     for t in threads:
         t.join()
-
-
-# ----------------------------------------------------------------------------- worker (child side)
-def _worker_main() -> None:  # pragma: no cover - runs in the subprocess
-    """Serve JSON-line requests on stdin: {"op": "eq", "g", "p", "key", "gkey"} or
-    {"op": "key", "a"}; "key"/"gkey" ask for the key of p / of g (the latter only if equal)."""
-    import logging
-    import resource
-
-    try:
-        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
-    except (ValueError, OSError):
-        pass
-    logging.disable(logging.CRITICAL)
-    from functools import lru_cache
-
-    import sympy
-    from math_verify import LatexExtractionConfig, parse
-    from math_verify import verify as mv_verify
-
-    from obe.fastmath import fast_value, parse_poly
-
-    latex_only = [LatexExtractionConfig(boxed_match_priority=0)]
-
-    def exactify(e: Any) -> Any:
-        """Floats become the rationals they denote: decimals are exact in obe."""
-        if isinstance(e, (sympy.Basic, sympy.MatrixBase)):
-            floats = e.atoms(sympy.Float)
-            if floats:
-                e = e.xreplace({f: sympy.Rational(str(f)) for f in floats})
-        return e
-
-    def quick(s: str) -> Any:
-        """The expression Math-Verify would build, for the shapes obe.fastmath reads (our own
-        bounded parser, sympy constructors only): skips an ANTLR parse of 10-800 ms."""
-        poly = None if len(s) >= 3 and s.isalpha() else parse_poly(s)
-        if poly is not None:
-            syms: dict[str, Any] = {}
-
-            def sym(name: str) -> Any:
-                if name not in syms:
-                    # as latex2sympy's letters: real, except i (a non-real symbol, not I)
-                    syms[name] = sympy.Symbol(name, real=name != "i")
-                return syms[name]
-
-            return sympy.Add(*[
-                sympy.Rational(c.numerator, c.denominator) * sympy.Mul(*[sym(v) ** k for v, k in mono])
-                for mono, c in poly.items()
-            ])
-        v = fast_value(s)
-        if v is not None and v[0] == "num":
-            return sympy.Add(*[
-                sympy.Rational(c.numerator, c.denominator) * sympy.sqrt(m) * sympy.pi**k
-                for (m, k), c in v[1]
-            ])
-        return None
-
-    @lru_cache(maxsize=8192)
-    def parsed(s: str, mv: bool = False) -> Any:
-        if not mv:
-            e = quick(s)
-            if e is not None:
-                return e
-        for item in parse("\\boxed{" + s + "}", extraction_config=latex_only, parsing_timeout=None):
-            if not isinstance(item, str):
-                return exactify(item)
-        return None
-
-    def closed_number(e: Any) -> bool:
-        return isinstance(e, sympy.Expr) and not e.free_symbols and e.is_number
-
-    def num_equal(a: Any, b: Any) -> bool:
-        d, m = sympy.N(a - b, 50), max(abs(sympy.N(a, 50)), abs(sympy.N(b, 50)))
-        return bool(d == 0 or abs(d) <= m * sympy.Rational(1, 10**40))
-
-    def canon(e: Any) -> str:
-        if isinstance(e, sympy.MatrixBase):
-            return "M[" + ";".join(",".join(canon(x) for x in e.row(i)) for i in range(e.rows)) + "]"
-        if isinstance(e, sympy.FiniteSet):
-            return "{" + ",".join(sorted({canon(x) for x in e.args})) + "}"
-        if isinstance(e, sympy.Tuple):
-            return "(" + ",".join(canon(x) for x in e.args) + ")"
-        if isinstance(e, sympy.Interval):
-            lo, hi = "(" if e.left_open else "[", ")" if e.right_open else "]"
-            return lo + canon(e.start) + "," + canon(e.end) + hi
-        if isinstance(e, sympy.Union):
-            return "U(" + ",".join(sorted(canon(x) for x in e.args)) + ")"
-        if isinstance(e, sympy.Eq) and isinstance(e.lhs, sympy.Symbol):
-            return canon(e.rhs)  # assignment x = 5 keys as 5, as Math-Verify compares it
-        if isinstance(e, sympy.Expr):
-            if closed_number(e):
-                v = e.doit()
-                if v.is_Rational:
-                    return str(v)
-                n = sympy.N(v, 30)
-                re_, im_ = (float(x) for x in n.as_real_imag())
-                return "~" + format(re_, ".12g") + ("" if im_ == 0 else format(im_, "+.12g") + "i")
-            return str(sympy.cancel(sympy.expand(e)))
-        return "sym:" + str(e)
-
-    def key(s: str, mv: bool = False) -> str:
-        e = parsed(s, mv)
-        return "text:" + s if e is None else canon(e)
-
-    def eq(g: str, p: str, mv: bool = False) -> bool:
-        ge, pe = parsed(g, mv), parsed(p, mv)
-        if ge is None or pe is None:
-            return False
-        if not mv_verify(ge, pe, timeout_seconds=None):
-            return False
-        if closed_number(ge) and closed_number(pe):
-            return num_equal(ge, pe)  # Math-Verify rounds; exact numbers must match exactly
-        return True
-
-    # Pay sympy's and the ANTLR parser's one-time warm-up (~0.5-1 s: caches, lazy imports)
-    # before "ready", so it falls in warm_up() and not on the first graded answers.
-    try:
-        for g, p in (("x^2+1", "(x+1)^2-2x"), ("\\frac{\\sqrt{3}}{2}", "\\sin(\\frac{\\pi}{3})"),
-                     ("(0,1]\\cup(2,\\infty)", "\\{1,2\\}"), ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "12_3")):
-            eq(g, p, mv=True)
-            key(g, mv=True)
-            key(p, mv=True)
-            eq(g, p)
-    except Exception:  # noqa: BLE001 - a warm-up failure only costs time later
-        pass
-    parsed.cache_clear()
-
-    out = sys.stdout.buffer
-    out.write(b"ready\n")
-    out.flush()
-    for line in sys.stdin.buffer:
-        try:
-            req = json.loads(line)
-            if req["op"] == "eq":
-                mv = bool(req.get("mv"))  # tests: Math-Verify's own parse, no quick path
-                resp: dict[str, Any] = {"eq": eq(req["g"], req["p"], mv)}
-                for field, arg, wanted in (("key", "p", True), ("gkey", "g", resp["eq"])):
-                    if req.get(field) and wanted:
-                        try:  # a failing key must not turn the verdict into "error"
-                            resp[field] = key(req[arg], mv)
-                        except Exception:  # noqa: BLE001
-                            pass
-            else:
-                resp = {"key": key(req["a"], bool(req.get("mv")))}
-        except BaseException as exc:  # noqa: BLE001 - MemoryError, RecursionError, sympy bugs
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            resp = {"eq": False, "key": ERROR_KEY, "error": type(exc).__name__}
-        out.write(json.dumps(resp).encode() + b"\n")
-        out.flush()

@@ -35,3 +35,31 @@ def last_boxed(text: str) -> str | None:
             if content_start is not None and (best is None or content_start > best[0]):
                 best = (content_start, pos)
     return None if best is None else text[best[0] : best[1]]
+
+
+def boxed_spans(text: str) -> list[tuple[int, int, str]]:
+    """Every complete outermost box of ``text`` as ``(start, end, content)``, in text order.
+
+    ``start`` is the position of ``\\boxed``, ``end`` the position after its closing brace;
+    a box inside another box is part of the outer one's content. Linear time, as
+    :func:`last_boxed` (one pass matches every brace with a stack).
+    """
+    starts = {m.end() - 1: m.start() for m in _BOX_RE.finditer(text)}
+    if not starts:
+        return []
+    stack: list[int] = []
+    spans: list[tuple[int, int]] = []
+    for m in _BRACE_RE.finditer(text):
+        tok = m.group()
+        if len(tok) == 2:
+            continue  # escaped brace
+        if tok == "{":
+            stack.append(m.start())
+        elif stack:
+            open_pos = stack.pop()
+            box_start = starts.get(open_pos)
+            if box_start is not None:
+                while spans and spans[-1][0] > box_start:
+                    spans.pop()  # boxes nested in this one
+                spans.append((box_start, m.start() + 1))
+    return [(s, e, text[text.index("{", s) + 1 : e - 1]) for s, e in spans]
