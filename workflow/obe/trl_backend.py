@@ -56,6 +56,7 @@ from obe.advantages import binary_rewards
 from obe.bonuses import apply_exploration
 from obe.counts import OutcomeCounts
 from obe.grading import SENTINEL_KEYS, grade
+from obe.sampling import derive_seed
 
 TRL_VERSION = "1.16.0"  # the version whose private methods we override (see PINNED_SOURCES)
 # sha256 of ``inspect.getsource`` of every TRL / transformers method this module overrides or
@@ -65,6 +66,8 @@ PINNED_SOURCES = {
     # read, not overridden: it must keep accepting per-token advantages [B, T]
     "trl.GRPOTrainer._compute_loss": "80295546bbdbf6f711acce7f6e69b0100ab40aa8f23ed8052cc564ff024e3e40",
     "transformers.Trainer._save_checkpoint": "a9111e30faa9933986e022e56b5af81fd990356db64d727b4c320c852283bf3b",
+    "trl.GRPOTrainer._get_train_sampler": "36497afb4d311dc9a80d914d27893fe075c5bbc7edde8586edfa60125e980799",
+    "trl.RepeatSampler.__iter__": "d80412d80424bd645f7d74cdb8bdc1994c789d8ba03111ffe6eea20f789dea58",
 }
 STATE_FILE = "obe_state.json"
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -92,7 +95,10 @@ def pinned_source_hashes() -> dict[str, str]:
     import transformers
     import trl
 
-    objs = {"trl.GRPOTrainer": trl.GRPOTrainer, "transformers.Trainer": transformers.Trainer}
+    from trl.trainer.utils import RepeatSampler
+
+    objs = {"trl.GRPOTrainer": trl.GRPOTrainer, "transformers.Trainer": transformers.Trainer,
+            "trl.RepeatSampler": RepeatSampler}
     out = {}
     for name in PINNED_SOURCES:
         owner, meth = name.rsplit(".", 1)
@@ -186,6 +192,19 @@ def _make_trainer_class():
                 self.on_rollouts(dict(rows=rows, qids=qids, keys_Bn=keys_Bn, rewards_Bn=rewards_Bn, result=res, lr=lr,
                                       time_generate=t1 - t0 - self._grade_s, time_grade=self._grade_s, t_end=time.perf_counter()))
             return out
+
+        def _get_train_sampler(self, dataset=None):
+            # TRL's RepeatSampler draws each epoch's permutation from one generator seeded once, so
+            # a run resumed in epoch e would replay epoch 0's order. Seed it per epoch instead (HF
+            # calls set_epoch before each epoch, resumed or not), as obe.train's data order does.
+            sampler = super()._get_train_sampler(dataset)
+            if getattr(sampler, "shuffle", False):
+                seed = self.args.seed
+
+                def set_epoch(epoch: int) -> None:
+                    sampler.generator = torch.Generator().manual_seed(derive_seed(seed, "epoch", epoch))
+                sampler.set_epoch = set_epoch
+            return sampler
 
         def _save_checkpoint(self, model, trial):
             # obe's state goes in first; HF writes trainer_state.json last, so a checkpoint with
