@@ -23,9 +23,9 @@ rule analysis:
         out_dir=lambda wildcards, output: os.path.dirname(output.json),
         wandb_dir=f"{R}/wandb",
         experiment=config["experiment"],
+    threads: job_resources("analysis")["threads"]
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **rule_resources("analysis"),
     log:
         f"{R}/logs/analysis.log",
     benchmark:
@@ -48,9 +48,9 @@ rule report:
     params:
         analysis_dir=lambda wildcards, input: os.path.dirname(input.analysis),
         bandits_dir=lambda wildcards, input: os.path.dirname(input.bandits),
+    threads: job_resources("report")["threads"]
     resources:
-        mem_mb=2000,
-        runtime=15,
+        **rule_resources("report"),
     log:
         f"{R}/logs/report.log",
     benchmark:

@@ -15,9 +15,9 @@ rule bandits:
         summary=f"{R}/bandits/summary.json",
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.summary),
+    threads: job_resources("bandits")["threads"]
     resources:
-        mem_mb=2000,
-        runtime=15,
+        **rule_resources("bandits"),
     log:
         f"{R}/logs/bandits.log",
     benchmark:

@@ -8,10 +8,9 @@ rule base_model:
         difficulty=config["base_model"].get("difficulty", 3),
         wandb_dir=f"{R}/wandb",
         experiment=config["experiment"],
-    threads: config["threads"]
+    threads: job_resources("base_model")["threads"]
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **rule_resources("base_model"),
     log:
         f"{R}/logs/base_model.log",
     benchmark:

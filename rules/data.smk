@@ -7,9 +7,9 @@ rule prepare_data:
         args=lambda wildcards: dataset_args(wildcards.dataset),
         wandb_dir=f"{R}/wandb",
         experiment=config["experiment"],
+    threads: job_resources("prepare_data")["threads"]
     resources:
-        mem_mb=2000,
-        runtime=30,
+        **rule_resources("prepare_data"),
     log:
         f"{R}/logs/prepare_data/{{dataset}}.log",
     benchmark:

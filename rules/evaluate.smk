@@ -8,9 +8,9 @@ rule evaluate:
     params:
         wandb_dir=f"{R}/wandb",
         experiment=config["experiment"],
+    threads: job_resources("evaluate")["threads"]
     resources:
-        mem_mb=2000,
-        runtime=15,
+        **rule_resources("evaluate"),
     log:
         f"{R}/logs/evaluate/{{run}}/step{{step}}/{{dataset}}.log",
     benchmark:

@@ -18,17 +18,15 @@ rule sample:
         device=device_args(),
         wandb_dir=f"{R}/wandb",
         experiment=config["experiment"],
-    threads: config["threads"]
+    threads: job_resources("sample")["threads"]
     resources:
-        gpu=config["gpus_per_job"],
-        mem_mb=8000,
-        runtime=120,
+        **rule_resources("sample"),
     log:
         f"{R}/logs/sample/{{run}}/step{{step}}/{{dataset}}.log",
     benchmark:
         f"{R}/benchmarks/sample/{{run}}/step{{step}}/{{dataset}}.tsv"
     conda:
-        "../envs/gpu.yaml" if config["gpus_per_job"] else "../envs/cpu.yaml"
+        "../envs/gpu.yaml" if job_resources("sample")["gpus"] else "../envs/cpu.yaml"
     shell:
         "python -m obe.sampling --model {params.model} --data {input.data} --n {params.n}"
         " --seed {params.seed} {params.sampling} {params.prompt} {params.device} --threads {threads} --no-progress"
@@ -48,9 +46,9 @@ rule grade:
     params:
         wandb_dir=f"{R}/wandb",
         experiment=config["experiment"],
+    threads: job_resources("grade")["threads"]
     resources:
-        mem_mb=2000,
-        runtime=30,
+        **rule_resources("grade"),
     log:
         f"{R}/logs/grade/{{run}}/step{{step}}/{{dataset}}.log",
     benchmark:

@@ -14,17 +14,15 @@ rule train:
         wandb_dir=f"{R}/wandb",
         experiment=config["experiment"],
         device=device_args(),
-    threads: config["threads"]
+    threads: job_resources("train")["threads"]
     resources:
-        gpu=config["gpus_per_job"],
-        mem_mb=8000,
-        runtime=600,
+        **rule_resources("train"),
     log:
         f"{R}/logs/train/{{method}}__s{{seed}}.log",
     benchmark:
         f"{R}/benchmarks/train/{{method}}__s{{seed}}.tsv"
     conda:
-        "../envs/gpu.yaml" if config["gpus_per_job"] else "../envs/cpu.yaml"
+        "../envs/gpu.yaml" if job_resources("train")["gpus"] else "../envs/cpu.yaml"
     shell:
         "python -m obe.train --model {params.model} --train-data {input.data} --out {params.out_dir}"
         " {params.args} {params.device} --threads {threads} --experiment {params.experiment}"

@@ -70,3 +70,34 @@ def test_external_model_needs_a_name(default_config):
 
 def test_deep_merge():
     assert deep_merge({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 5}}) == {"a": {"b": 5, "c": 2}, "d": 3}
+
+
+def test_resources_name_the_rule_and_key(default_config):
+    cfg = copy.deepcopy(default_config)
+    cfg["resources"]["sampling"] = cfg["resources"]["sample"]
+    with pytest.raises(ConfigError, match=r"resources: unknown key\(s\) \['sampling'\].*allowed: .*sample"):
+        validate_config(cfg)
+    cfg = copy.deepcopy(default_config)
+    cfg["resources"]["train"]["runtime"] = "10h"
+    with pytest.raises(ConfigError, match=r"resources\.train\.runtime: '10h' is not of type 'integer'"):
+        validate_config(cfg)
+    cfg = copy.deepcopy(default_config)
+    del cfg["resources"]["grade"]["mem_mb"]
+    with pytest.raises(ConfigError, match=r"resources\.grade: 'mem_mb' is a required property"):
+        validate_config(cfg)
+
+
+def test_gpu_presets_ask_for_gpus_and_hours(default_config):
+    """The paper-scale presets set realistic resources: GPUs and hours of runtime for training,
+    more host memory than the CPU default (their models load tens of GB on the host)."""
+    for name in ("qwen2.5-math-1.5b", "qwen2.5-7b", "llama-3.1-8b-instruct"):
+        with open(REPO_ROOT / "configs" / f"{name}.yaml") as f:
+            cfg = deep_merge(default_config, yaml.safe_load(f))
+        res = cfg["resources"]
+        for rule in ("sample", "train"):
+            gpus = cfg["gpus_per_job"] if res[rule]["gpus"] is None else res[rule]["gpus"]
+            assert gpus >= 1, (name, rule)
+            assert res[rule]["mem_mb"] > default_config["resources"][rule]["mem_mb"], (name, rule)
+        assert res["train"]["runtime"] >= 12 * 60, name
+        if "hardware" in cfg:  # the GPUs the memory plan (docs/scale.md) is computed for
+            assert res["train"]["gpus"] == cfg["hardware"]["gpus"], name

@@ -63,6 +63,37 @@ def test_config_typo_fails_with_key_path(tmp_path):
     assert "config error at train: unknown key(s) ['stpes']" in out.stdout + out.stderr
 
 
+def test_job_resources_come_from_the_config(tmp_path):
+    """Every rule's threads, mem_mb, runtime and gpu are its config `resources` entry; a null
+    threads or gpus is the top-level `threads` or `gpus_per_job`."""
+    with open(REPO_ROOT / "config.yaml") as f:
+        rules = list(yaml.safe_load(f)["resources"])
+    # distinct values per rule, so that a rule reading another rule's entry shows
+    wanted = {rule: {"mem_mb": 1000 + i, "runtime": 10 + i, "gpus": i % 2, "threads": 1 + i % 3}
+              for i, rule in enumerate(rules)}
+    wanted["train"].update(gpus=None, threads=None)
+    override = tmp_path / "resources.yaml"
+    override.write_text(yaml.safe_dump({"resources": wanted, "threads": 2, "gpus_per_job": 3}))
+    out = snakemake("-n", "--cores", "8", "--configfile", "configs/smoke.yaml", str(override),
+                    "--config", f"results_dir={tmp_path / 'results'}")
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    seen = set()
+    for m in re.finditer(r"^rule (\w+):\n((?:[ \t]+.*\n)+)", out.stdout, flags=re.M):
+        rule, body = m.group(1), m.group(2)
+        if rule == "all":
+            continue
+        seen.add(rule)
+        res = dict(kv.split("=", 1) for kv in re.search(r"resources: (.*)", body).group(1).split(", "))
+        threads = int(re.search(r"threads: (\d+)", body).group(1)) if "threads:" in body else 1
+        want = {**wanted[rule]}
+        want["gpus"] = 3 if want["gpus"] is None else want["gpus"]
+        want["threads"] = 2 if want["threads"] is None else want["threads"]
+        got = {"mem_mb": int(res["mem_mb"]), "runtime": int(res["runtime"]), "gpus": int(res["gpu"]),
+               "threads": threads}
+        assert got == want, rule
+    assert seen == set(rules)
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     """The smoke DAG, run once for real into a temporary results folder."""
