@@ -29,7 +29,7 @@ rule sample:
         "../envs/gpu.yaml" if job_resources("sample")["gpus"] else "../envs/cpu.yaml"
     shell:
         "python -m obe.sampling --model {params.model} --data {input.data} --n {params.n}"
-        " --seed {params.seed} {params.sampling} {params.prompt} {params.device} --threads {threads} --no-progress"
+        " --seed {params.seed} {params.sampling} {params.prompt} {params.device} --threads {threads}"
         " --experiment {params.experiment} --wandb-dir {params.wandb_dir}"
         " --wandb-name {wildcards.run}__step{wildcards.step}__{wildcards.dataset}"
         " --out {output}.part > {log} 2>&1"

@@ -76,6 +76,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from obe.progress import Progress
 from obe.models import ModelConfig, load_model, load_tokenizer, prompt_adds_special_tokens, build_prompts
 from obe.tracking import add_wandb_args, log_stage_summary
 
@@ -555,7 +556,9 @@ def run_sampling(
     prompt_ids = tokenize_prompts(backend.tokenizer, prompts, add_special_tokens)
     written = 0
     total = sum(len(b) for b in batches)
-    bar = _progress(total, sum(len(b) for b in batches[:done]), disable=not progress)
+    done_rows = sum(len(b) for b in batches[:done])
+    # a tqdm bar on a terminal, plain lines every 30 s in a job's log file (obe.progress)
+    bar = Progress(f"sample {out.name}", total, start=done_rows, unit="sample") if progress else None
     with open(out, "ab") as f:
         for batch in batches[done:]:
             comps = backend.run(prompt_ids, keys, batch, cfg)
@@ -565,8 +568,10 @@ def run_sampling(
             f.write(payload)
             f.flush()
             written += len(batch)
-            bar.update(len(batch))
-    bar.close()
+            if bar is not None:
+                bar.update(done_rows + written, **{k: v for k, v in sorted(reasons.items()) if k != "stop"})
+    if bar is not None:
+        bar.close()
     return written
 
 
@@ -627,7 +632,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm: fraction of GPU memory to use")
     p.add_argument("--max-model-len", type=int, default=None, help="vllm: context length (default: the model's)")
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per model")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress report (default: a bar on a terminal, a line every 30 s in a log file)")
     # Test hook: sleep after each written batch (lets tests kill a run mid-way reliably).
     p.add_argument("--sleep-after-batch", type=float, default=0.0, help=argparse.SUPPRESS)
     add_wandb_args(p)

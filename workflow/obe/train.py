@@ -70,6 +70,7 @@ from obe.counts import OutcomeCounts
 from obe.grading import SENTINEL_KEYS, grade
 from obe.fastlm import ENGINES, LeanLM, resolve_engine
 from obe.loss import LossConfig, policy_loss, token_entropy, token_logprobs
+from obe.progress import Progress
 from obe.models import CHAT_TEMPLATE_MODES, DTYPES, ModelConfig, build_prompts, prompt_adds_special_tokens, torch_dtype
 from obe.rollout import RolloutConfig, answer_token_mask, generate_rollouts
 from obe.sampling import derive_seed, tokenize_prompts
@@ -615,6 +616,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     B, n = cfg.batch_questions, cfg.n
     S = B * n
+    progress = Progress(f"train {run_name(cfg.method, cfg.seed)}", cfg.steps, start=step)
     mb = cfg.micro_batch if cfg.micro_batch > 0 else S
     try:
         while step < cfg.steps:
@@ -754,6 +756,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                                              "num_tokens": int(n_tok_S[s])}) + "\n")
             rollouts_f.flush()
             tracker.log({k: v for k, v in row.items() if v is not None}, step=step)
+            progress.update(step, reward=row["reward"], distinct=row["answers/distinct_per_group"],
+                            tokens_per_s=round(row["perf/tokens_per_sec"]))
 
             _test_step_sleep(cfg.method, stop)
             # -- save ----------------------------------------------------------------
@@ -770,6 +774,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         tracker.summary(summary)
         return summary
     finally:
+        progress.close()
         tracker.finish()
         metrics_f.close()
         rollouts_f.close()
