@@ -121,7 +121,7 @@ def test_mistakes_are_shared_facts():
     facts += [(op, u, d) for op in "+-" for u in range(10) for d in range(1, 10)]
     classes = [mm.fact_class(f) for f in facts]
     share = classes.count("systematic") / len(facts)
-    assert 0.15 < share < 0.35
+    assert 0.08 < share < 0.25
     assert classes.count("reliable") > len(facts) / 2
     # the same fact gives the same systematic wrong value in any question (units digit only)
     sys_fact = next(f for f in facts if f[0] == "+" and mm.fact_class(f) == "systematic")
@@ -132,7 +132,7 @@ def test_mistakes_are_shared_facts():
 
 
 def test_difficulty_knob():
-    easy = synthetic.make_split("test", 150, seed=0, difficulty=1)
+    easy = synthetic.make_split("test", 80, seed=0, difficulty=1)
     hard = synthetic.make_split("test", 150, seed=0, difficulty=5)
     assert all(synthetic.parse_problem(r.problem).difficulty == 1 for r in easy)
     assert all(synthetic.parse_problem(r.problem).difficulty == 5 for r in hard)
@@ -148,3 +148,75 @@ def test_iter_demonstrations_is_seeded():
     first = [next(a) for _ in range(30)]
     assert first == [next(b) for _ in range(30)]
     assert {p for p, _ in first} <= {r.problem for r in recs}
+
+
+# ------------------------------------------------------------------ the convention symbol
+
+
+def test_every_question_has_one_convention_step_with_both_readings_in_range():
+    for r in synthetic.make_split("train", 300, seed=2, difficulty=3):
+        q = synthetic.parse_problem(r.problem)
+        at = [i for i, (op, _) in enumerate(q.steps) if op == synthetic.CONVENTION]
+        assert len(at) == 1
+        i = at[0]
+        before = q.true_values()[i]  # the value the ? step starts from
+        d = q.steps[i][1]
+        assert 0 <= before - d and before + d <= synthetic.MAX_VALUE
+        assert q.convention == q.meanings()[i] in "+-"
+
+
+def test_convention_is_mostly_plus_and_fixed_per_question():
+    recs = synthetic.make_split("train", 2000, seed=0, difficulty=3)
+    plus = [synthetic.parse_problem(r.problem).convention == "+" for r in recs]
+    assert abs(sum(plus) / len(plus) - synthetic.CONVENTION_PLUS_SHARE) < 0.04
+    # a pure function of the text: the same question reads the same way in any split or seed
+    q = synthetic.parse_problem(recs[0].problem)
+    assert synthetic.parse_problem(q.problem).convention == q.convention
+
+
+def test_correct_solution_writes_the_meaning_and_student_reads_plus_everywhere():
+    q = synthetic.Question(7, 3, (("+", 5), ("?", 2)))
+    sign = q.meanings()[1]
+    assert synthetic.worked_solution(q.problem) == f"7*3=21 21+5=26 26{sign}2={26 + 2 if sign == '+' else 26 - 2} " \
+        f"\\boxed{{{q.answer}}}"
+    assert synthetic.read_convention(q.problem, synthetic.worked_solution(q.problem)) == sign
+    rng = random.Random(0)
+    recs = synthetic.make_split("test", 60, seed=0, difficulty=3)
+    for meaning in "+-":
+        sub = [r for r in recs if synthetic.parse_problem(r.problem).convention == meaning]
+        reads = [synthetic.read_convention(r.problem, synthetic.worked_solution(r.problem, rng, synthetic.DEFAULT_MISTAKES))
+                 for r in sub for _ in range(100)]
+        assert None not in reads
+        # the student does not know the convention: the same rate on both kinds of question
+        assert abs(reads.count("+") / len(reads) - synthetic.DEFAULT_MISTAKES.read_plus) < 0.05
+
+
+def test_reading_on_minority_questions_is_what_limits_them():
+    recs = synthetic.make_split("test", 400, seed=0, difficulty=3)
+    minor = [r for r in recs if synthetic.parse_problem(r.problem).convention == "-"]
+    major = [r for r in recs if synthetic.parse_problem(r.problem).convention == "+"]
+    assert 0.2 < len(minor) / len(recs) < 0.4
+    base = synthetic.DEFAULT_MISTAKES
+    collapsed = synthetic.MistakeModel(read_plus=0.97)
+    # reading "+" more often helps most questions and hurts the minority, at pass@1 and pass@32
+    assert synthetic.demo_stats(major, collapsed)["pass@1"] > synthetic.demo_stats(major, base)["pass@1"]
+    assert synthetic.demo_stats(minor, collapsed)["pass@32"] < synthetic.demo_stats(minor, base)["pass@32"] - 0.2
+
+
+def test_read_convention_and_rollout_metrics():
+    q = synthetic.Question(7, 3, (("+", 5), ("?", 2)))
+    p = q.problem
+    assert synthetic.read_convention(p, "7*3=21 21+5=26 26-2=24 \\boxed{24}") == "-"
+    assert synthetic.read_convention(p, "7*3=21 21+5=26 26+2=29 \\boxed{29}") == "+"  # slips do not matter
+    assert synthetic.read_convention(p, "7*3=21 21+5=26 26+3=29") is None  # not the question's digit
+    assert synthetic.read_convention(p, "7*3=21") is None
+    assert synthetic.read_convention("What is 2+2?", "4") is None
+    right, wrong = q.meanings()[1], "+" if q.meanings()[1] == "-" else "-"
+    texts = [f"7*3=21 21+5=26 26{right}2=0", f"7*3=21 21+5=26 26{wrong}2=0", "garbage", f"7*3=21 21+5=26 26+2=0"]
+    m = synthetic.rollout_metrics([p] * 4, texts)
+    assert m["convention/unreadable"] == 0.25
+    assert m["convention/read_plus"] == pytest.approx(2 / 3 if right == "+" else 2 / 3)
+    key = "convention/right_majority" if right == "+" else "convention/right_minority"
+    other = "convention/right_minority" if right == "+" else "convention/right_majority"
+    assert m[key] == pytest.approx((1 + (right == "+")) / 3) and m[other] is None
+    assert synthetic.rollout_metrics(["What is 2+2?"], ["4"]) == {}

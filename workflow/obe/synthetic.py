@@ -1,10 +1,11 @@
 """Synthetic arithmetic-chain reasoning task, the embedded default dataset.
 
 A question is a short arithmetic chain, one multiplication of two digits followed by
-``difficulty`` additions/subtractions of a digit, e.g.::
+``difficulty`` additions/subtractions of a digit, exactly one of which is written with the
+*convention symbol* ``?``, e.g.::
 
-    problem:   "Q: 7*3+5-2+8 ="
-    solution:  "7*3=21 21+5=26 26-2=24 24+8=32 \\boxed{32}"
+    problem:   "Q: 7*3+5?2+8 ="
+    solution:  "7*3=21 21+5=26 26-2=24 24+8=32 \\boxed{32}"   (here ``?`` means ``-``)
 
 Every true intermediate value stays in 0..99, so each answer is a short integer string and
 ``obe.latex.last_boxed`` extracts it exactly.
@@ -22,12 +23,24 @@ Why this shape (it is meant to make the paper's effects visible on a tiny model)
   are reliable (rare random slips). A question therefore has a few answer modes and the
   correct answer is sometimes not the most likely one -- the situation in which RL with a
   0/1 reward collapses onto one mode and pass@k at large k drops.
+* **A shared behaviour that is right on most questions and wrong on a minority.** What
+  ``?`` means is a convention that varies between questions, like a notation that differs
+  between textbooks: on about 70% of the questions (``CONVENTION_PLUS_SHARE``)
+  it means ``+``, on the rest ``-``, fixed per question by a hash of the question text up to
+  the symbol, so nothing the model can see tells them apart. The student reads ``?`` as
+  ``+`` with probability ``read_plus`` (0.7) on *every* question and writes the sign it
+  chose. Reading ``+`` is therefore right on most questions and wrong on the minority: a 0/1
+  reward on the (mostly ``+``) training questions pushes the one shared reading towards
+  ``+``, which raises pass@1 and makes the minority questions, in training and at test,
+  ever harder to solve -- the paper's mechanism (diversity lost on solved questions costs
+  the unsolved ones), and what exploration bonuses on final answers should slow down.
+  :func:`rollout_metrics` measures the reading rate from rollout texts (a training metric).
 * **Small outcome space.** Errors are off-by-one or off-by-ten, so the plausible answers of
   a question (:func:`answer_distribution`) number a handful to a few dozen.
 * **Difficulty knob.** ``difficulty`` is the number of add/subtract steps after the
   multiplication (1..8); each step is one more chance of a mistake.
 
-Splits are disjoint by a hash of the problem text (about a quarter of all questions are
+Both readings keep every intermediate value in 0..99 at the ``?`` step. Splits are disjoint by a hash of the problem text (about a quarter of all questions are
 "test"), deduplicated, and generated deterministically from a seed.
 """
 
@@ -49,16 +62,24 @@ DEFAULT_DIFFICULTY = 3
 TEST_PERCENT = 25  # share of the question space (by problem hash) that belongs to "test"
 MAX_VALUE = 99  # true intermediate values stay within 0..MAX_VALUE
 SLIP_DELTAS = (-10, -1, 1, 10)
+CONVENTION = "?"  # the convention symbol: "+" on most questions, "-" on the rest
+CONVENTION_PLUS_SHARE = 0.7  # share of questions (by hash) on which "?" means "+"
 
-_PROBLEM_RE = re.compile(r"^Q: (\d)\*(\d)((?:[+-]\d)+) =$")
+_PROBLEM_RE = re.compile(r"^Q: (\d)\*(\d)((?:[-+?]\d)+) =$")
+_STEP_RE = re.compile(r"^-?\d+([+-])(\d)=")
 
 
 # --------------------------------------------------------------------------- questions
 
 
+def convention_of(prefix: str) -> str:
+    """What ``?`` means in a question whose text up to and including ``?d`` is ``prefix``."""
+    return "+" if _unit(f"convention|{prefix}") < CONVENTION_PLUS_SHARE else "-"
+
+
 @dataclass(frozen=True)
 class Question:
-    """A parsed question: ``a*b`` then ``steps`` of ``(op, d)`` with op in ``+-``."""
+    """A parsed question: ``a*b`` then ``steps`` of ``(op, d)`` with op in ``+-?``."""
 
     a: int
     b: int
@@ -73,11 +94,27 @@ class Question:
     def difficulty(self) -> int:
         return len(self.steps)
 
+    def meanings(self) -> list[str]:
+        """The operation each step means: ``?`` resolved by :func:`convention_of`."""
+        out, prefix = [], f"Q: {self.a}*{self.b}"
+        for op, d in self.steps:
+            prefix += f"{op}{d}"
+            out.append(convention_of(prefix) if op == CONVENTION else op)
+        return out
+
+    @property
+    def convention(self) -> str | None:
+        """The meaning of the question's first ``?`` (None without one)."""
+        for (op, _), meaning in zip(self.steps, self.meanings()):
+            if op == CONVENTION:
+                return meaning
+        return None
+
     def true_values(self) -> list[int]:
         """The correct intermediate values, one per step (multiplication first)."""
         v = self.a * self.b
         out = [v]
-        for op, d in self.steps:
+        for (_, d), op in zip(self.steps, self.meanings()):
             v = v + d if op == "+" else v - d
             out.append(v)
         return out
@@ -98,19 +135,35 @@ def parse_problem(problem: str) -> Question:
 
 
 def random_question(rng: random.Random, difficulty: int) -> Question:
-    """One question with ``difficulty`` add/subtract steps, true values kept in 0..99."""
+    """One question with ``difficulty`` add/subtract steps, one of them written ``?``.
+
+    True values stay in 0..99, and at the ``?`` step both readings do.
+    """
     _check_difficulty(difficulty)
-    a, b = rng.randint(2, 9), rng.randint(2, 9)
-    v = a * b
-    steps = []
-    for _ in range(difficulty):
-        ops = [op for op in "+-" if (v + 1 <= MAX_VALUE if op == "+" else v - 1 >= 0)]
-        op = rng.choice(ops)
-        hi = min(9, MAX_VALUE - v) if op == "+" else min(9, v)
-        d = rng.randint(1, hi)
-        v = v + d if op == "+" else v - d
-        steps.append((op, d))
-    return Question(a, b, tuple(steps))
+    while True:
+        a, b = rng.randint(2, 9), rng.randint(2, 9)
+        conv_at = rng.randrange(difficulty)
+        v = a * b
+        prefix = f"Q: {a}*{b}"
+        steps = []
+        for i in range(difficulty):
+            if i == conv_at:
+                hi = min(9, v, MAX_VALUE - v)
+                if hi < 1:
+                    break  # no digit keeps both readings in range: draw another question
+                op, d = CONVENTION, rng.randint(1, hi)
+                prefix += f"{op}{d}"
+                meaning = convention_of(prefix)
+            else:
+                ops = [o for o in "+-" if (v + 1 <= MAX_VALUE if o == "+" else v - 1 >= 0)]
+                op = meaning = rng.choice(ops)
+                hi = min(9, MAX_VALUE - v) if op == "+" else min(9, v)
+                d = rng.randint(1, hi)
+                prefix += f"{op}{d}"
+            v = v + d if meaning == "+" else v - d
+            steps.append((op, d))
+        if len(steps) == difficulty:
+            return Question(a, b, tuple(steps))
 
 
 def _check_difficulty(difficulty: int) -> None:
@@ -148,7 +201,7 @@ def make_split(split: str, n: int, seed: int, difficulty: int = DEFAULT_DIFFICUL
 
     Train and test never share a problem (the split is a hash of the problem text), and a
     list never repeats one. Raises ``ValueError`` when the split holds fewer than ``n``
-    questions at this difficulty (only plausible for difficulty 1: ~1,100 questions).
+    questions at this difficulty (only plausible for difficulty 1: ~560 questions, ~140 test).
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -183,15 +236,24 @@ class MistakeModel:
     shaky (share ``p_shaky``; random slip with prob ``shaky_slip``) or reliable (random slip
     with prob ``slip``). A random slip adds one of ``SLIP_DELTAS`` to the correct value.
     The fact classes depend only on ``fact_seed``, never on the question, so they are shared
-    by every question in both splits.
+    by every question in both splits. The convention symbol ``?`` is read as ``+`` with
+    probability ``read_plus`` on every question (``None``: the student knows each question's
+    convention, as the error-free student does).
     """
 
     fact_seed: int = 0
-    p_systematic: float = 0.25
+    p_systematic: float = 0.15
     systematic_wrong: float = 0.85
     p_shaky: float = 0.15
     shaky_slip: float = 0.25
     slip: float = 0.03
+    read_plus: float | None = CONVENTION_PLUS_SHARE
+
+    def readings(self, meaning: str) -> list[tuple[str, float]]:
+        """How the student reads a ``?`` that means ``meaning``: [(op, prob)]."""
+        if self.read_plus is None:
+            return [(meaning, 1.0)]
+        return [(op, p) for op, p in (("+", self.read_plus), ("-", 1.0 - self.read_plus)) if p > 0]
 
     def fact_class(self, fact: tuple) -> str:
         u = _unit(f"class|{self.fact_seed}|{fact}")
@@ -203,7 +265,7 @@ class MistakeModel:
 
 
 DEFAULT_MISTAKES = MistakeModel()
-NO_MISTAKES = MistakeModel(p_systematic=0.0, p_shaky=0.0, slip=0.0)
+NO_MISTAKES = MistakeModel(p_systematic=0.0, p_shaky=0.0, slip=0.0, read_plus=None)
 
 
 def _unit(text: str) -> float:
@@ -253,25 +315,29 @@ def step_outcomes(op: str, left: int, right: int, mm: MistakeModel = DEFAULT_MIS
     return sorted(probs.items())
 
 
-def _format_solution(q: Question, values: list[int]) -> str:
+def _format_solution(q: Question, values: list[int], ops: list[str]) -> str:
+    """The worked solution; ``ops`` are the signs written (``?`` is written as its reading)."""
     parts = [f"{q.a}*{q.b}={values[0]}"]
-    for (op, d), prev, cur in zip(q.steps, values[:-1], values[1:]):
+    for (_, d), op, prev, cur in zip(q.steps, ops, values[:-1], values[1:]):
         parts.append(f"{prev}{op}{d}={cur}")
     parts.append(f"\\boxed{{{values[-1]}}}")
     return " ".join(parts)
 
 
-def sample_values(q: Question, rng: random.Random, mm: MistakeModel = DEFAULT_MISTAKES) -> list[int]:
-    """The intermediate values one worked solution writes; later steps use the written value."""
+def sample_steps(q: Question, rng: random.Random, mm: MistakeModel = DEFAULT_MISTAKES) -> tuple[list[str], list[int]]:
+    """The signs and intermediate values one worked solution writes; later steps use the written value."""
     v = _draw(step_outcomes("*", q.a, q.b, mm), rng)
-    values = [v]
-    for op, d in q.steps:
+    values, ops = [v], []
+    for (op, d), meaning in zip(q.steps, q.meanings()):
+        if op == CONVENTION:
+            op = _draw(mm.readings(meaning), rng)
         v = _draw(step_outcomes(op, v, d, mm), rng)
+        ops.append(op)
         values.append(v)
-    return values
+    return ops, values
 
 
-def _draw(outcomes: list[tuple[int, float]], rng: random.Random) -> int:
+def _draw(outcomes: list[tuple], rng: random.Random):
     u = rng.random()
     acc = 0.0
     for value, p in outcomes:
@@ -294,20 +360,22 @@ def worked_solution(
     """
     q = parse_problem(problem)
     if mistakes is None:
-        return _format_solution(q, q.true_values())
+        return _format_solution(q, q.true_values(), q.meanings())
     rng = rng if rng is not None else random.Random(0)
-    return _format_solution(q, sample_values(q, rng, mistakes))
+    return _format_solution(q, *reversed(sample_steps(q, rng, mistakes)))
 
 
 def answer_distribution(problem: str, mistakes: MistakeModel = DEFAULT_MISTAKES) -> dict[str, float]:
     """Exact distribution of the student's final answer for ``problem`` (answer -> prob)."""
     q = parse_problem(problem)
     dist: dict[int, float] = dict(step_outcomes("*", q.a, q.b, mistakes))
-    for op, d in q.steps:
+    for (op, d), meaning in zip(q.steps, q.meanings()):
+        reads = mistakes.readings(meaning) if op == CONVENTION else [(op, 1.0)]
         nxt: dict[int, float] = {}
         for v, p in dist.items():
-            for w, pw in step_outcomes(op, v, d, mistakes):
-                nxt[w] = nxt.get(w, 0.0) + p * pw
+            for read, pr in reads:
+                for w, pw in step_outcomes(read, v, d, mistakes):
+                    nxt[w] = nxt.get(w, 0.0) + p * pr * pw
         dist = nxt
     return {str(k): v for k, v in sorted(dist.items(), key=lambda kv: -kv[1])}
 
@@ -326,7 +394,7 @@ def iter_demonstrations(
     questions = [parse_problem(p) for p in problems]
     while True:
         i = rng.randrange(len(questions))
-        yield problems[i], _format_solution(questions[i], sample_values(questions[i], rng, mistakes))
+        yield problems[i], _format_solution(questions[i], *reversed(sample_steps(questions[i], rng, mistakes)))
 
 
 def demo_stats(records: list[Record], mistakes: MistakeModel = DEFAULT_MISTAKES, k: int = 32) -> dict[str, float]:
@@ -345,4 +413,62 @@ def demo_stats(records: list[Record], mistakes: MistakeModel = DEFAULT_MISTAKES,
         f"pass@{k}": pk / n,
         "plausible_answers": space / n,
         "mode_is_correct": mode_correct / n,
+    }
+
+
+# --------------------------------------------------------------------------- the shared behaviour
+
+
+def read_convention(problem: str, text: str) -> str | None:
+    """The sign a solution text wrote for the question's ``?`` step ("+", "-"), else None.
+
+    The step is found by position (the i-th step after the product), and must carry the
+    question's digit; None for foreign problems, problems without ``?`` or malformed text.
+    """
+    try:
+        q = parse_problem(problem)
+    except ValueError:
+        return None
+    at = next((i for i, (op, _) in enumerate(q.steps) if op == CONVENTION), None)
+    parts = text.strip().split(" ")
+    if at is None or len(parts) <= at + 1:
+        return None
+    m = _STEP_RE.match(parts[at + 1])
+    if not m or int(m.group(2)) != q.steps[at][1]:
+        return None
+    return m.group(1)
+
+
+def rollout_metrics(problems: list[str], texts: list[str]) -> dict[str, float | None]:
+    """The shared behaviour's rate in a batch of rollouts (one problem per text).
+
+    ``convention/read_plus``: share of readable rollouts that read ``?`` as ``+`` (the
+    reading right on most questions); ``convention/right_majority`` and
+    ``convention/right_minority``: share reading it right on questions where it means ``+``
+    / ``-``; ``convention/unreadable``: share of rollouts whose ``?`` step could not be read.
+    Empty for a batch without synthetic problems (other tasks log nothing).
+    """
+    reads: list[tuple[str, str]] = []  # (meaning, reading)
+    unreadable = total = 0
+    for problem, text in zip(problems, texts):
+        try:
+            meaning = parse_problem(problem).convention
+        except ValueError:
+            continue
+        if meaning is None:
+            continue
+        total += 1
+        read = read_convention(problem, text)
+        if read is None:
+            unreadable += 1
+        else:
+            reads.append((meaning, read))
+    if not total:
+        return {}
+    share = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+    return {
+        "convention/read_plus": share([r == "+" for _, r in reads]),
+        "convention/right_majority": share([r == m for m, r in reads if m == "+"]),
+        "convention/right_minority": share([r == m for m, r in reads if m == "-"]),
+        "convention/unreadable": unreadable / total,
     }
