@@ -237,6 +237,18 @@ def test_qwen_math_sequences_fit_its_4096_token_context():
     assert scale.plan_from_config(loose).seq_len == context
 
 
+def test_sharding_divides_the_state_over_every_gpu_of_the_job():
+    cfg = merged("configs/qwen2.5-7b.yaml")
+    one = scale.training_memory(scale.plan_from_config(cfg))
+    cfg["hardware"]["nodes"] = 2  # hardware.gpus is per node
+    two = scale.training_memory(scale.plan_from_config(cfg))
+    assert two.optimizer == pytest.approx(one.optimizer / 2) and two.gradients == pytest.approx(one.gradients / 2)
+    cfg["hardware"]["sharding"] = "none"
+    whole = scale.training_memory(scale.plan_from_config(cfg))
+    assert whole.optimizer == pytest.approx(8 * scale.param_count(scale.ARCHS["Qwen/Qwen2.5-7B"]))  # 2 fp32 moments
+    assert whole.fits is False
+
+
 def test_unknown_model_is_named():
     cfg = merged("configs/qwen2.5-7b.yaml")
     cfg["base_model"]["name_or_path"] = "someone/other-7b"

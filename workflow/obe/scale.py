@@ -264,7 +264,7 @@ class Plan:
     reference: bool
     gpu: Optional[str]
     gpu_memory_gb: Optional[float]
-    gpus: int
+    gpus: int                  # of the whole training job (hardware.gpus x hardware.nodes)
     sharding: str
     colocate: Optional[float]  # vLLM colocate share of each training GPU; None: HF generate
     sampling_backend: str
@@ -294,7 +294,7 @@ def plan_from_config(cfg: Mapping[str, Any], name: str = "config.yaml") -> Plan:
     # context is the bound.
     seq_len = min(sa.get("max_model_len") or arch.max_positions, arch.max_positions)
     completion = min(sa["max_new_tokens"], seq_len - 1)
-    gpus = int(hw.get("gpus") or 1)
+    gpus = int(hw.get("gpus") or 1) * int(hw.get("nodes") or 1)  # hardware.gpus is per node
     sharding = hw.get("sharding", "none")
     if sharding not in SHARDINGS:
         raise ValueError(f"hardware.sharding must be one of {SHARDINGS}, got {sharding!r}")
@@ -453,7 +453,7 @@ def training_table(plans: Sequence[Plan]) -> str:
         w = _gb(b.weights) + (f" + {_gb(b.reference)} reference" if b.reference else "")
         rows.append(f"| {p.name} | {w} | {_gb(b.gradients)} | {_gb(b.optimizer)} | {_gb(b.activations)} | "
                     f"{_gb(b.logits)} | {_gb(b.update_other)} | {kv} | {roll} | {_gb(b.trainer_peak)} | "
-                    f"{_gb(b.vllm_share)} | {_gb(b.total)} | {_gb(b.capacity) if b.capacity else '-'} | {fits} |")
+                    f"{_gb(b.vllm_share) if b.vllm_share else '-'} | {_gb(b.total)} | {_gb(b.capacity) if b.capacity else '-'} | {fits} |")
     return "\n".join(rows)
 
 
