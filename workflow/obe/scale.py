@@ -31,8 +31,8 @@ tensors.
 
 Logits per micro-batch (:func:`logits_bytes`), t_c = b x completion tokens: ``obe.loss.
 token_logprobs`` keeps the logits (c), their fp32 copies per chunk for logsumexp's backward (4,
-none when c = 4) and, in the backward, the logits' gradient (c): (2c + 4) V t_c, plus chunk
-temporaries 3 x 1024 x V x 4 (:data:`LOGIT_CHUNK_ROWS`).
+none when c = 4) and, in the backward, the logits' gradient (c): (2c + 4) V t_c (2c V t_c in
+fp32), plus chunk temporaries 3 x 1024 x V x 4 (:data:`LOGIT_CHUNK_ROWS`).
 
 KV cache (:func:`kv_cache_bytes`): 2 L kv c per token and sequence. HF ``generate`` in the
 trainer (:func:`generate_peak`) holds it for ``train.rollout_batch`` sequences at full length,
@@ -41,6 +41,9 @@ with the prefill's one-layer transients before and the sampling logits after. vL
 activation peak and sampler buffers (estimated below), CUDA graphs (estimated), the rest is KV
 cache; it must hold at least one ``max_model_len`` sequence.
 
+The trainer's peak (:func:`training_memory`) is the state plus the worse of the update (one
+micro-batch's activations and logits, chunk temporaries, ZeRO-3/FSDP gathered layers) and the
+rollouts (HF generate; nothing extra with a colocated vLLM, which has its fixed share).
 A plan fits when trainer peak x (1 + :data:`FRAGMENTATION`) + colocated vLLM share +
 :data:`RUNTIME_OVERHEAD` <= the GPU's nominal memory (an "80 GB" card has at least 80 x 10^9
 bytes). Not measured on a GPU here: FRAGMENTATION, RUNTIME_OVERHEAD, the vLLM estimates and the
@@ -52,7 +55,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -189,8 +192,8 @@ def activation_bytes(a: Arch, p: Precision, sequences: int, seq_len: int, checkp
 
 
 def logits_bytes(a: Arch, p: Precision, sequences: int, completion_tokens: int) -> float:
-    """(2c + 4) V t_c: the completion logits, their fp32 chunk copies kept for logsumexp's
-    backward (none when c = 4) and the logits' gradient."""
+    """(2c + 4) V t_c (2c V t_c when c = 4): the completion logits, their fp32 chunk copies kept
+    for logsumexp's backward (none when c = 4) and the logits' gradient."""
     per = 2 * p.compute + (4 if p.compute < 4 else 0)
     return per * a.vocab * sequences * completion_tokens
 
@@ -397,7 +400,10 @@ def load_plan(preset: Optional[str] = None) -> Plan:
     config.yaml alone."""
     from obe.config import load_config
 
-    paths = [str(REPO_ROOT / "config.yaml")] + ([str(Path(preset))] if preset else [])
+    paths = [str(REPO_ROOT / "config.yaml")]
+    if preset:  # relative to the working directory, else to the repository (as PRESETS are)
+        path = Path(preset)
+        paths.append(str(path if path.is_file() or path.is_absolute() else REPO_ROOT / path))
     return plan_from_config(load_config(*paths), name=preset or "config.yaml")
 
 
