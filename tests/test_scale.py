@@ -224,6 +224,17 @@ def test_rollout_batch_past_the_memory_fails_the_check():
     assert scale.training_memory(scale.plan_from_config(cfg)).fits is False
 
 
+def test_a_vllm_share_below_the_weights_fails_the_check():
+    cfg = merged("configs/qwen2.5-7b.yaml")
+    cfg["sampling"]["gpu_memory_utilization"] = 0.2  # 16 GB: the bf16 weights alone take 15.2 GB
+    sample = scale.sampling_memory(scale.plan_from_config(cfg))
+    assert sample["weights"] == 2 * scale.param_count(scale.ARCHS["Qwen/Qwen2.5-7B"])
+    assert not sample["fits"] and sample["sequences"] == 0
+    cfg = merged("configs/qwen2.5-7b.yaml")
+    cfg["hardware"]["colocate_vllm"] = 0.2  # the colocated engine as well
+    assert scale.training_memory(scale.plan_from_config(cfg)).fits is False
+
+
 def test_qwen_math_sequences_fit_its_4096_token_context():
     cfg = merged("configs/qwen2.5-math-1.5b.yaml")
     context = scale.ARCHS["Qwen/Qwen2.5-Math-1.5B"].max_positions
