@@ -80,7 +80,7 @@ ERROR_KEY = "<error>"
 SENTINEL_KEYS = frozenset({NO_ANSWER_KEY, TIMEOUT_KEY, ERROR_KEY})
 KNOWN_KEY_EXCEPTIONS: tuple[tuple[str, str], ...] = (
     ("\\sqrt{2}", "1.414214"), ("\\sqrt{17}", "4.123105625617661"),
-    ("2x+4y-3=0", "y=-\\frac{1}{2}x+\\frac{3}{4}"),
+    ("2x+4y-3=0", "y=-\\frac{1}{2}x+\\frac{3}{4}"), ("11a+c", "7=11a+c"),
 )
 """(a, b) answer pairs where ``verify(a, b)`` holds but the keys differ, one per known class:
   * a decimal of 6+ places against an irrational it rounds to (Math-Verify's precision
@@ -88,7 +88,9 @@ KNOWN_KEY_EXCEPTIONS: tuple[tuple[str, str], ...] = (
     by 12 significant digits. "Equal at 6 places" cannot be keyed together with
     "exact numbers compare exactly" (1/2^98 != 1/2^99, both 0.000000 at 6 places);
   * an assignment ``y = ...`` keys as its right side (``y=2x+3`` == ``2x+3``) but equals the
-    same line written as an equation (``2x-y+3=0``), which keys as an equation.
+    same line written as an equation (``2x-y+3=0``), which keys as an equation;
+  * an answer that is an equation is read by its right side against a gold that is not one
+    (``7=11a+c`` answers ``11a+c``) but keys as an equation (as a gold, it is not ``11a+c``).
 Neither affects training counts: :func:`grade` gives a correct answer the gold's key. Keys of
 irrational constants use 12 significant digits, so two *different* constants that agree to 12
 digits would share a key (the converse direction)."""
@@ -121,6 +123,11 @@ _BOX_GAP_RE = re.compile(
     r"(?:\s|\$|\\[\[\]()]|[.,;]|\\quad|\\qquad|\\text\{\s*(?:and|or|,)?\s*\}|\band\b|\bor\b)*"
 )
 _THINK_END = "</think>"
+# Words outside math and LaTeX commands: tell a bare answer or a gold from prose.
+_MATH_OR_COMMAND_RE = re.compile(
+    r"\$\$.*?\$\$|\$[^$]*\$|\\\(.*?\\\)|\\\[.*?\\\]|\\[A-Za-z]+(?:\{[^{}]*\})?|(?<![A-Za-z])sqrt(?=\()", re.DOTALL)
+_PROSE_WORD_RE = re.compile(r"[A-Za-z]{2,}")
+_STRUCTURE_RE = re.compile(r"[A-Za-z\\{}\[\]=<>]|\(.*,")  # letters, commands, braces, relations, tuples
 
 
 def _final_boxes(text: str) -> str | None:
@@ -152,6 +159,8 @@ def _needs_worker_extraction(text: str, config: ExtractConfig) -> tuple[str | No
     if config.mode == "boxed":
         return boxed, False
     if boxed is None:
+        if _is_bare_answer(text):
+            return text.strip(), False  # the whole response is the answer: "x = 2", "odd $n$"
         return None, True
     from obe.latex import boxed_spans
 
@@ -171,6 +180,23 @@ def extract(text: str, config: ExtractConfig = ExtractConfig(), *, timeout: floa
         if found:
             return found
     return boxed.strip() or None if boxed is not None else None
+
+
+def _is_bare_answer(text: str) -> bool:
+    """A response that is only an answer without delimiters, one short line: no word outside
+    math and LaTeX commands but some structure a number pattern would cut (``x = 2``,
+    ``{1, 2}``, ``2,3,\\frac{3+i\\sqrt3}{2}``), or a single word other than Math-Verify's
+    anchor "answer", and no number outside math (``Monday``, ``odd $n$``). Plain numbers
+    (``1000,99``, ``11 5/6``) are left to Math-Verify's number patterns."""
+    t = text.strip()
+    if not 0 < len(t) <= 200 or "\n" in t or "boxed" in t:  # an unclosed box is no answer
+        return False
+    outside = _MATH_OR_COMMAND_RE.sub(" ", t)
+    words = _PROSE_WORD_RE.findall(outside)
+    if not words:
+        return bool(_STRUCTURE_RE.search(t))
+    return (len(words) == 1 and "answer" not in words[0].lower() and ":" not in outside
+            and not any(c.isdigit() for c in outside))
 
 
 def _extract_slow(text: str, timeout: float) -> str | None:
@@ -218,7 +244,62 @@ _ESCAPED_SPACE_RE = re.compile(r"(?<!\\)\\ ")  # "\ " but not the row break "\\\
 _DROP_SPACE_RE = re.compile(r"(?<![A-Za-z]) | (?![A-Za-z])")
 _ASSIGN_RE = re.compile(r"^[A-Za-z]=(?!=)")
 _EQUATION_RE = re.compile(r"(?<![<>!=\\])=(?!=)")  # an "=" that is not part of <=, >=, !=, ==
+_LETTER_RE = re.compile(r"[A-Za-z]")
+_COMMAND_RE = re.compile(r"\\[A-Za-z]+")
+
+
+def _equation_parts(s: str) -> list[str]:
+    """``s`` split at its top-level equals signs (not those in braces: ``\\sum_{k=0}``)."""
+    if "=" not in s:
+        return [s]
+    parts, depth, start = [], 0, 0
+    for m in re.finditer(r"[{}()\[\]]|" + _EQUATION_RE.pattern, s):
+        t = m.group()
+        if t in "{([":
+            depth += 1
+        elif t in "})]":
+            depth -= 1
+        elif depth == 0:
+            parts.append(s[start : m.start()])
+            start = m.end()
+    parts.append(s[start:])
+    return parts
+
+
+def _is_equation(s: str) -> bool:
+    return "=" in s and len(_equation_parts(s)) > 1
 _WORD_RE = re.compile(r"[A-Za-z][A-Za-z ]*[A-Za-z]")
+
+
+_PY_SQRT_RE = re.compile(r"(?<![A-Za-z\\])sqrt\s*\(")
+
+
+def _python_to_latex(s: str) -> str:
+    """Plain-text ``sqrt(x)`` and ``**`` as LaTeX (``\\sqrt{x}``, ``^``): a rewrite, never run."""
+    s = s.replace("**", "^")
+    while True:
+        m = _PY_SQRT_RE.search(s)
+        if m is None:
+            return s
+        depth, i = 1, m.end()
+        while i < len(s) and depth:
+            depth += {"(": 1, ")": -1}.get(s[i], 0)
+            i += 1
+        if depth:
+            return s  # unbalanced: leave it
+        s = s[: m.start()] + "\\sqrt{" + s[m.end() : i - 1] + "}" + s[i:]
+
+
+def _is_braced_list(s: str) -> bool:
+    """``{...}`` whose outer braces match each other and hold a top-level comma."""
+    depth = 0
+    for i, ch in enumerate(s):
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if depth == 0 and i != len(s) - 1:
+            return False
+        if ch == "," and depth == 1:
+            return True
+    return False
 
 
 def normalize(answer: str, *, keep_assignment: bool = False) -> str:
@@ -243,6 +324,8 @@ def normalize(answer: str, *, keep_assignment: bool = False) -> str:
             s = s.replace(old, new)
     if "$" in s:
         s = s.replace("$", "")  # math delimiters inside the answer ("$125$ miles"); \\$ is gone
+    if "sqrt(" in s or "**" in s:
+        s = _python_to_latex(s)
     if "\\ " in s:
         s = _ESCAPED_SPACE_RE.sub(" ", s)
     if "\\" in s:
@@ -255,13 +338,17 @@ def normalize(answer: str, *, keep_assignment: bool = False) -> str:
         s = s.replace(",", "")
     s = _DROP_SPACE_RE.sub("", s)
     s = s.rstrip(".").strip()
+    if s[:1] == "{" and s[-1:] == "}" and _is_braced_list(s):
+        s = "\\{" + s[1:-1] + "\\}"  # {1, 2}: a set written without backslashes
     if "\\approx" in s:  # x \approx 11 is 11; 1/3 \approx 0.33 is the exact 1/3
         first, _, last = s.partition("\\approx")
         s = last if len(first) == 1 and first.isalpha() else first
     if "=" in s and "," not in s and ";" not in s:
-        parts = _EQUATION_RE.split(s)
+        parts = _equation_parts(s)
         if len(parts) > 2:  # a derivation x = 5+5+1 = 11: its last member is the answer
             s = parts[-1]
+        elif len(parts) == 2 and not _LETTER_RE.search(_COMMAND_RE.sub("", s)):
+            s = parts[1]  # a computation 1/2 + 1/3 = 5/6: its result
     if not keep_assignment and _ASSIGN_RE.match(s):
         s = s[2:]
     return s
@@ -457,7 +544,7 @@ def _fast_eq(g: str, p: str) -> bool | None:
     """Verdict without sympy when it is certain, else ``None``."""
     if g == p:
         return True
-    if bool(_EQUATION_RE.search(g)) != bool(_EQUATION_RE.search(p)):
+    if _is_equation(g) != _is_equation(p):
         return False  # an equation (7 = 11a+c) is not a number or an expression (11a+c)
     gv, pv = _fast_val(g), _fast_val(p)
     if gv is not None and pv is not None:
@@ -816,10 +903,14 @@ def _eq_of(g: str, p: str, timeout: float, want_key: bool = False) -> bool | Non
 
 def _compare_forms(gold: str, pred: str) -> tuple[str, str]:
     """The normalized forms to compare: with the single-letter assignments dropped
-    (``y = 2x+3`` == ``2x+3``), unless one side is still an equation, which is then compared
-    with the other side whole (``2x+4y-3=0`` == ``y=-\\frac12x+\\frac34``)."""
+    (``y = 2x+3`` == ``2x+3``); an answer that is an equation against a gold that is not is
+    read by its right side (``e^{i\\pi} = -1`` for -1, as Math-Verify); a gold equation is
+    compared with the answer whole (``2x+4y-3=0`` == ``y=-\\frac12x+\\frac34``, but
+    ``7 = 11a+c`` != ``11a+c``)."""
     g, p = normalize(gold), normalize(pred)
-    if _EQUATION_RE.search(g) or _EQUATION_RE.search(p):
+    if _is_equation(p) and not _is_equation(g):
+        return g, _equation_parts(p)[-1]  # an answer \sqrt{4} = 2 or x+y = 5: its right side
+    if _is_equation(g) or _is_equation(p):
         return normalize(gold, keep_assignment=True), normalize(pred, keep_assignment=True)
     return g, p
 
@@ -860,30 +951,34 @@ def grade(
         return GradeResult(answer, ERROR_KEY, False, "error")
 
 
-_MATH_OR_COMMAND_RE = re.compile(r"\$\$.*?\$\$|\$[^$]*\$|\\\(.*?\\\)|\\\[.*?\\\]|\\[A-Za-z]+(?:\{[^{}]*\})?", re.DOTALL)
-_PROSE_WORD_RE = re.compile(r"[A-Za-z]{2,}")
-
-
 def _gold_answer(gold: str, timeout: float) -> str:
-    """The answer of a gold: itself, unless it is a worked solution (a box in text, or three
-    or more words outside math), which is then read as a response is."""
+    """The answer of a gold: itself, unless it is a worked solution (a box in text, or two
+    or more words outside math: "answer is 10000"), which is then read as a response is."""
     text = _strip_think(gold)
     boxed = _final_boxes(text)
     if boxed:
         return boxed
-    if len(_PROSE_WORD_RE.findall(_MATH_OR_COMMAND_RE.sub(" ", text))) >= 3:
+    if len(_PROSE_WORD_RE.findall(_MATH_OR_COMMAND_RE.sub(" ", text))) >= 2:
         found = _extract_slow(text, timeout)
         if found:
             return found
     return gold
 
 
+def _same_text(response: str, gold: str) -> bool:
+    return len(response) <= MAX_ANSWER_CHARS and " ".join(_strip_think(response).split()) == " ".join(gold.split())
+
+
 def _prepare(response: str, gold: str, config: ExtractConfig,
              timeout: float = DEFAULT_TIMEOUT_S) -> GradeResult | tuple[str, str, str]:
-    answer = extract(response, config, timeout=timeout)
+    same = config.mode != "boxed" and _same_text(response, gold)
+    if same:
+        answer: str | None = _strip_think(response).strip()  # it states the reference answer
+    else:
+        answer = extract(response, config, timeout=timeout)
     if answer is None or not normalize(answer):
         return GradeResult(answer, NO_ANSWER_KEY, False, "no_answer")
-    g, p = _compare_forms(_gold_answer(gold, timeout), answer)
+    g, p = _compare_forms(gold if same else _gold_answer(gold, timeout), answer)
     if _too_long(p) or _too_long(g):
         return GradeResult(answer, ERROR_KEY, False, "error")
     return answer, g, p  # type: ignore[return-value]

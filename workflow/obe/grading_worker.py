@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import resource
 import signal
@@ -78,6 +79,7 @@ def main() -> None:  # pragma: no cover - runs in the subprocess
     from math_verify.parser import extract_expr, extract_latex, get_extraction_regexes, parse_latex_cached
 
     from obe.fastmath import DECIMAL_PLACES, approx_key, fast_value, parse_poly
+    from obe.grading import normalize as obe_normalize
 
     latex_only = [LatexExtractionConfig(boxed_match_priority=0)]
     # Math-Verify's extraction patterns (boxes at the top priority, as its own test suite uses them)
@@ -89,6 +91,7 @@ def main() -> None:  # pragma: no cover - runs in the subprocess
     )
     priority_groups = [list(g) for _, g in groupby(patterns, key=lambda x: x[2])]
     long_decimal = re.compile(r"\.\d{%d}" % DECIMAL_PLACES)
+    mixed_number = re.compile(r"([-+]?)(\d+) (\d+)/(\d+)")
 
     def parse_tex(s: str) -> Any:
         try:
@@ -103,10 +106,18 @@ def main() -> None:  # pragma: no cover - runs in the subprocess
             if expr is None and t[-1:] in (".", ",", ";") and not t.endswith(".."):
                 s = t[:-1].rstrip()  # sentence punctuation inside the delimiters: "$\frac13.$"
                 expr = parse_tex(s)
+            if expr is None:  # what obe reads in the raw match (Math-Verify drops \mathrm{e})
+                raw = next((v for k, v in m.groupdict().items() if k.startswith("first_latex") and v), "")
+                if raw.strip() and parsed(obe_normalize(raw)) is not None:
+                    return True, raw
             return expr, s
         if m.groupdict().get("expr"):  # 2/3, (9+1)*2: the LaTeX parser, never parse_expr
             s = m.group("expr").replace("×", "\\times ").replace("÷", "\\div ").replace("**", "^")
             s = s.strip().rstrip(".").strip()
+            mixed = mixed_number.fullmatch(s)
+            if mixed:  # 4 4/9 is the mixed number 40/9, as Math-Verify reads it
+                sign, whole, num, den = mixed.groups()
+                s = "%s%s\\frac{%s}{%s}" % ("-" if sign == "-" else "", whole, num, den)
             return parse_tex(s), s
         return extract_expr(m)  # a number: sympy.Number of its digits
 
@@ -202,6 +213,8 @@ def main() -> None:  # pragma: no cover - runs in the subprocess
                     return str(v)
                 n = sympy.N(v, 30)
                 re_, im_ = (float(x) for x in n.as_real_imag())
+                if math.isnan(re_) or math.isnan(im_):
+                    return "sym:" + str(v)  # 12:00 read as 12/0
                 return "~" + format(re_, ".12g") + ("" if im_ == 0 else format(im_, "+.12g") + "i")
             return str(sympy.cancel(sympy.expand(e)))
         return "sym:" + str(e)

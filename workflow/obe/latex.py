@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+# What a grader reads as a box: also the spellings models produce without the backslash
+# ("boxed {19}", "\\beginboxed{...}") and "□{610}".
+_LOOSE_BOX_RE = re.compile(r"(?:\\(?:begin)?|(?<![A-Za-z\\]))(?:boxed|fbox)\s*\{|□\s*\{")
 # Braces that change depth; ``\{`` and ``\}`` are escaped (literal) braces and do not.
 _BRACE_RE = re.compile(r"\\[{}]|[{}]")
 
@@ -41,10 +44,11 @@ def boxed_spans(text: str) -> list[tuple[int, int, str]]:
     """Every complete outermost box of ``text`` as ``(start, end, content)``, in text order.
 
     ``start`` is the position of ``\\boxed``, ``end`` the position after its closing brace;
-    a box inside another box is part of the outer one's content. Linear time, as
-    :func:`last_boxed` (one pass matches every brace with a stack).
+    a box inside another box is part of the outer one's content. Besides ``\\boxed{}`` and
+    ``\\fbox{}`` it reads the misspelled boxes of ``_LOOSE_BOX_RE`` (for grading). Linear
+    time, as :func:`last_boxed` (one pass matches every brace with a stack).
     """
-    starts = {m.end() - 1: m.start() for m in _BOX_RE.finditer(text)}
+    starts = {m.end() - 1: m.start() for m in _LOOSE_BOX_RE.finditer(text)}
     if not starts:
         return []
     stack: list[int] = []
