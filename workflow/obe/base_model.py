@@ -45,10 +45,9 @@ samples: pass@1 0.212, pass@32 0.867, 10.1 distinct answers per question, 100% b
 ``?`` as ``+`` in 0.695 of its samples (the student: 0.7); 89 s wall / 68 s CPU at load ~1.
 The student itself (exact, ``obe.synthetic.demo_stats``) scores pass@1 0.26, pass@32 0.87.
 A pilot of GRPO on it (16 questions x 8 samples, lr 1e-4, 256 train questions, seed 0) drove
-that reading to 0.98 by step 50: test pass@1 0.21 -> 0.28, pass@32 0.88 -> 0.73 (sampling seed
-1234; the minority
-questions, where ``?`` means ``-``, fell from 0.79 to 0.27): the shared behaviour carries the
-collapse to unseen questions (README "The embedded default").
+that reading to 0.98 by step 50: test pass@1 0.21 -> 0.28, pass@32 0.88 -> 0.73 (sampling
+seed 1234; the minority questions, where ``?`` means ``-``, fell from 0.79 to 0.27): the
+shared behaviour carries the collapse to unseen questions (README "The embedded default").
 ``smoke`` (21k parameters, 40 steps) builds in a few seconds for tests; its quality is
 meaningless.
 """
