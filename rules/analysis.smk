@@ -1,3 +1,6 @@
+from obe.report import console_summary
+
+
 rule analysis:
     """Across methods and seeds: RL as sampling, test pass@k, Tables 1-2, paired differences
     from GRPO with t-intervals over seeds, and the paper-vs-us claims."""
@@ -39,15 +42,21 @@ rule analysis:
 
 
 rule report:
-    """One self-contained report.html: figures, tables, reading guide, paper vs us."""
+    """One self-contained report.html: figures, tables, reading guide, paper vs us, dropped data
+    rows and outputs on disk that the configuration no longer plans (stale)."""
     input:
         analysis=f"{R}/analysis/analysis.json",
         bandits=f"{R}/bandits/summary.json",
+        manifests=[f"{R}/data/{d}.manifest.json" for d in DATASETS],
     output:
         report(f"{R}/report.html", caption="../docs/captions/report.rst", category="Report"),
     params:
         analysis_dir=lambda wildcards, input: os.path.dirname(input.analysis),
         bandits_dir=lambda wildcards, input: os.path.dirname(input.bandits),
+        manifests=lambda wildcards: " ".join(f"--manifest {d}={R}/data/{d}.manifest.json" for d in DATASETS),
+        # every sample the configuration plans: evaluations and the base model's training-set samples
+        planned=lambda wildcards: " ".join(f"{r}:{s}:{d}" for r, s, d in [*eval_triples(), (BASE, 0, "train")]),
+        results_dir=lambda wildcards, output: os.path.dirname(output[0]),
     threads: job_resources("report")["threads"]
     resources:
         **rule_resources("report"),
@@ -59,4 +68,15 @@ rule report:
         "../envs/cpu.yaml"
     shell:
         "python -m obe.report --analysis-dir {params.analysis_dir} --bandits-dir {params.bandits_dir}"
+        " {params.manifests} --results-dir {params.results_dir} --planned {params.planned}"
         " --out {output} > {log} 2>&1"
+
+
+# On the console at the end of a run: rows each dataset dropped, outputs the configuration no
+# longer plans, and after a failure why prepare_data refused a dataset under data.strict.
+onsuccess:
+    console_summary(R, DATASETS, [*eval_triples(), (BASE, 0, "train")])
+
+
+onerror:
+    console_summary(R, DATASETS, [*eval_triples(), (BASE, 0, "train")], failed=True)

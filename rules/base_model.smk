@@ -3,7 +3,10 @@ rule base_model:
     output:
         directory(f"{R}/base_model"),
     params:
-        size=config["base_model"].get("size", "default"),
+        # base_model.steps (pre-training steps; null = the size's own) rides on the size argument,
+        # so that the command of existing runs, and with it their outputs, stays as it was
+        size=config["base_model"].get("size", "default")
+        + (f" --steps {config['base_model']['steps']}" if config["base_model"].get("steps") else ""),
         seed=config["base_model"].get("seed", 0),
         difficulty=config["base_model"].get("difficulty", 3),
         wandb_dir=f"{R}/wandb",

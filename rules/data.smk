@@ -4,7 +4,9 @@ rule prepare_data:
         data=f"{R}/data/{{dataset}}.jsonl",
         manifest=f"{R}/data/{{dataset}}.manifest.json",
     params:
-        args=lambda wildcards: dataset_args(wildcards.dataset),
+        # data.strict: a bad row fails the job instead of being dropped (only then do the
+        # arguments change, so existing outputs do not rerun)
+        args=lambda wildcards: dataset_args(wildcards.dataset) + (" --strict" if config["data"].get("strict") else ""),
         wandb_dir=f"{R}/wandb",
         experiment=config["experiment"],
     threads: job_resources("prepare_data")["threads"]

@@ -101,3 +101,20 @@ def test_gpu_presets_ask_for_gpus_and_hours(default_config):
         assert res["train"]["runtime"] >= 12 * 60, name
         if "hardware" in cfg:  # the GPUs the memory plan (docs/scale.md) is computed for
             assert res["train"]["gpus"] == cfg["hardware"]["gpus"], name
+
+
+@pytest.mark.parametrize("steps", [[0], [50, 101], [-3]])
+def test_evaluation_steps_outside_training_are_an_error(default_config, steps):
+    cfg = copy.deepcopy(default_config)
+    cfg["train"]["steps"] = 100
+    cfg["evaluation"]["steps"] = steps
+    bad = next(i for i, s in enumerate(steps) if not 0 < s <= 100)
+    with pytest.raises(ConfigError, match=rf"evaluation\.steps(\.{bad})?: .*(outside \(0, train\.steps = 100\]|minimum)"):
+        validate_config(cfg)
+
+
+def test_evaluation_step_equal_to_the_last_step_is_allowed(default_config):
+    cfg = copy.deepcopy(default_config)
+    cfg["train"]["steps"] = 100
+    cfg["evaluation"]["steps"] = [50, 100]
+    validate_config(cfg)

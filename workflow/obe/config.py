@@ -69,6 +69,11 @@ def validate_config(config: Mapping[str, Any]) -> None:
     for name, ds in {"train": config["data"]["train"], **tests}.items():
         if ds["source"] != "synthetic" and not (ds.get("path") or ds.get("hub") or ds.get("data_dir")):
             raise ConfigError(f"config error at data.{name}: a {ds['source']} dataset needs `path`, `data_dir` or `hub`")
+    last = config["train"]["steps"]
+    for i, step in enumerate(config["evaluation"].get("steps", [])):
+        if not 0 < step <= last:  # a snapshot that training never writes: the step would be dropped silently
+            raise ConfigError(f"config error at evaluation.steps.{i}: step {step} is outside (0, train.steps = {last}]; "
+                              f"evaluate steps up to the last one (the last one is always evaluated)")
 
 
 def load_config(*paths: str) -> dict[str, Any]:

@@ -483,6 +483,33 @@ def write_outputs(prep: Prepared, out: Path, manifest_path: Path, meta: dict[str
     return manifest
 
 
+def reason_kind(reason: str) -> str:
+    """What kind of bad row a manifest reason names, for counts: the text before its details
+    (``malformed JSON: Expecting value (column 1)`` -> ``malformed JSON``; ``duplicate id X
+    (first at ...)`` -> ``duplicate id``)."""
+    kind = reason.split(":", 1)[0].split(" (", 1)[0].strip()
+    return "duplicate id" if kind.startswith("duplicate id") else kind
+
+
+def dropped_by_kind(manifest: dict[str, Any]) -> dict[str, int]:
+    """Dropped rows of a manifest counted per :func:`reason_kind`, most frequent first."""
+    counts: dict[str, int] = {}
+    for row in manifest.get("dropped", []):
+        kind = reason_kind(row["reason"])
+        counts[kind] = counts.get(kind, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def dropped_rows_line(name: str, manifest: dict[str, Any], manifest_path: str) -> str | None:
+    """One console line about a prepared dataset's dropped rows (None when none was dropped)."""
+    counts = manifest["counts"]
+    if not counts["dropped"]:
+        return None
+    kinds = ", ".join(f"{kind} x{n}" for kind, n in dropped_by_kind(manifest).items())
+    return (f"data {name}: {counts['dropped']} of {counts['read']} rows dropped ({kinds}); each row with its "
+            f"file and line is in {manifest_path}; data.strict: true makes this an error")
+
+
 # ----------------------------------------------------------------------------- CLI
 
 

@@ -27,6 +27,7 @@ from typing import Any, Optional
 
 SECTIONS = (
     ("guide", "How to read this report"),
+    ("inputs", "Data and outputs: dropped rows, stale outputs"),
     ("claims", "Paper vs us"),
     ("sampling", "RL as a sampling process"),
     ("test", "Test pass@k"),
@@ -166,9 +167,92 @@ def _section_of_table(name: str) -> str:
     return "tables"
 
 
+def parse_planned(items: Sequence[str]) -> set[tuple[str, int, str]]:
+    """``RUN:STEP:DATASET`` arguments -> (run, step, dataset) triples."""
+    triples = set()
+    for item in items:
+        run, step, dataset = item.split(":")
+        triples.add((run, int(step), dataset))
+    return triples
+
+
+def stale_outputs(results_dir: str | Path, planned: set[tuple[str, int, str]]) -> list[str]:
+    """Outputs under ``results_dir`` that the configuration no longer plans, relative to it:
+    samples, graded samples and evaluations of a (run, step, dataset) outside ``planned``,
+    training runs outside it and their snapshots of steps outside it (e.g. ``eval/grpo__s0/step4/x``
+    after ``train.steps`` went from 4 to 6). They are left on disk (nothing computed is deleted)
+    and named here so that nobody takes them for current results."""
+    root = Path(results_dir)
+    runs = {run for run, _, _ in planned}
+    run_steps = {(run, step) for run, step, _ in planned}
+    found: set[str] = set()
+    for stage in ("samples", "graded", "eval"):
+        for step_dir in sorted(root.glob(f"{stage}/*/step*")):
+            m = re.fullmatch(r"step(\d+)", step_dir.name)
+            if not m or not step_dir.is_dir():
+                continue
+            for item in step_dir.iterdir():
+                dataset = item.name.split(".", 1)[0]  # samples/graded: DATASET.jsonl[.meta.json|.part]
+                if (step_dir.parent.name, int(m.group(1)), dataset) not in planned:
+                    found.add(f"{stage}/{step_dir.parent.name}/{step_dir.name}/{dataset}")
+    for run_dir in sorted(p for p in root.glob("train/*") if p.is_dir()):
+        if run_dir.name not in runs:
+            found.add(f"train/{run_dir.name}")
+            continue
+        for snap in run_dir.glob("snapshots/step_*"):
+            step = snap.name.removeprefix("step_")
+            if step.isdigit() and (run_dir.name, int(step)) not in run_steps:
+                found.add(f"train/{run_dir.name}/snapshots/{snap.name}")
+    return sorted(found)
+
+
+def inputs_section(manifests: dict[str, Path], stale: Optional[list[str]]) -> list[str]:
+    """HTML of the "Data and outputs" section: rows each prepared dataset dropped (counts per
+    reason from its manifest, and the first rows with file and line), then stale outputs."""
+    from obe.data import dropped_by_kind
+
+    out: list[str] = []
+    if manifests:
+        rows, details = [], []
+        for name, path in manifests.items():
+            if not path.is_file():
+                rows.append([name, "n/a", "n/a", "n/a", "n/a", f"manifest missing: {path.name}"])
+                continue
+            m = json.loads(path.read_text(encoding="utf-8"))
+            c = m["counts"]
+            kinds = "; ".join(f"{k} x{n}" for k, n in dropped_by_kind(m).items()) or "none"
+            rows.append([name, c["read"], c["excluded"], c["dropped"], c["written"], kinds])
+            if m.get("dropped"):
+                items = "".join(f"<li><code>{_esc(Path(d['file']).name)}</code> line {_esc(d['line'])}: "
+                                f"{_esc(d['reason'])}</li>" for d in m["dropped"][:20])
+                more = len(m["dropped"]) - 20
+                details.append(f"<p>{_esc(name)}: dropped rows{' (first 20)' if more > 0 else ''}</p><ul>{items}</ul>"
+                               + (f"<p class='note'>... and {more} more in {_esc(path.name)}</p>" if more > 0 else ""))
+        out.append("<p>Rows of each prepared dataset (obe.data manifests). A dropped row is malformed, has no "
+                   "problem or answer, or repeats an id; <code>data.strict: true</code> makes any of them an "
+                   "error instead.</p>")
+        out.append(html_table(["dataset", "read", "excluded", "dropped", "written", "dropped, by reason"], rows))
+        out.extend(details)
+    if stale is not None:
+        out.append("<h3>Stale outputs</h3>")
+        if stale:
+            shown = "".join(f"<li><code>{_esc(s)}</code></li>" for s in stale[:200])
+            out.append(f"<p><b>{len(stale)} output(s)</b> on disk belong to runs or steps that the configuration no "
+                       "longer plans (e.g. after <code>train.steps</code> or <code>evaluation.steps</code> changed). "
+                       "They are not part of this report; they are kept (nothing computed is deleted): remove them "
+                       f"by hand if you do not need them.</p><ul>{shown}</ul>"
+                       + (f"<p class='note'>... and {len(stale) - 200} more</p>" if len(stale) > 200 else ""))
+        else:
+            out.append("<p>None: every sample, grade, evaluation and training run on disk is planned by the "
+                       "configuration.</p>")
+    return out
+
+
 def build_report(analysis_dir: str | Path, bandits_dir: str | Path | None = None,
-                 title: str = "Outcome-based exploration: reproduction report") -> str:
-    """The report as one HTML string (see module docstring)."""
+                 title: str = "Outcome-based exploration: reproduction report",
+                 manifests: Optional[dict[str, Path]] = None, stale: Optional[list[str]] = None) -> str:
+    """The report as one HTML string (see module docstring). ``manifests`` (dataset name ->
+    obe.data manifest) and ``stale`` (:func:`stale_outputs`) fill "Data and outputs"."""
     adir = Path(analysis_dir)
     apath = adir / "analysis.json"
     if not apath.exists():
@@ -179,6 +263,7 @@ def build_report(analysis_dir: str | Path, bandits_dir: str | Path | None = None
     missing: list[str] = []
 
     parts["guide"].append("<ul>" + "".join(f"<li>{_esc(g)}</li>" for g in GUIDE) + "</ul>")
+    parts["inputs"].extend(inputs_section(manifests or {}, stale))
     figs_guide = [f"<li><b>{_esc(f['title'])}</b>: {_esc(f.get('guide', ''))}</li>" for f in a.get("figures", [])]
     if figs_guide:
         parts["guide"].append("<p>What to look for in each figure:</p><ul>" + "".join(figs_guide) + "</ul>")
@@ -239,15 +324,47 @@ def build_report(analysis_dir: str | Path, bandits_dir: str | Path | None = None
     methods = ", ".join(f"{meta.get('labels', {}).get(m, m)} ({len(seeds.get(m, []))} seeds)"
                         for m in meta.get("methods", []))
     miss = meta.get("missing_methods") or []
+    dropped = sum(json.loads(p.read_text(encoding="utf-8"))["counts"]["dropped"]
+                  for p in (manifests or {}).values() if p.is_file())
+    warn = [f"{dropped} data row(s) dropped"] if dropped else []
+    warn += [f"{len(stale)} stale output(s) on disk"] if stale else []
     head = (f"<h1>{_esc(title)}</h1><p class='meta'>Song, Kempe &amp; Munos, <i>Outcome-based Exploration for LLM "
             f"Reasoning</i> (arXiv 2509.06941). Methods: {_esc(methods) or 'none'}"
             + (f"; not run: {_esc(', '.join(miss))}" if miss else "")
             + f". Intervals: {float(meta.get('level') or 0.95) * 100:g}% t-intervals over seeds. Generated "
-            f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from {_esc(adir)}.</p>")
+            f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from {_esc(adir)}.</p>"
+            + (f"<p class='guide'><b>Check:</b> {_esc('; '.join(warn))}; see <a href='#inputs'>Data and "
+               "outputs</a>.</p>" if warn else ""))
     nav = "<nav>" + "".join(f"<a href='#{k}'>{_esc(t)}</a>" for k, t in SECTIONS) + "</nav>"
     body = "".join(f"<section id='{k}'><h2>{_esc(t)}</h2>{''.join(parts[k])}</section>" for k, t in SECTIONS)
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_esc(title)}</title>"
             f"<style>{CSS}</style></head><body>{head}{nav}{body}</body></html>\n")
+
+
+def console_summary(results_dir: str | Path, datasets: Sequence[str], planned: Sequence[tuple[str, int, str]],
+                    failed: bool = False) -> None:
+    """What the DAG prints at its end (rules/analysis.smk): rows each dataset dropped, outputs the
+    configuration no longer plans, and after a failure why prepare_data refused a dataset under
+    ``data.strict``. Paths follow the rules' layout (data/, logs/prepare_data/)."""
+    from obe.data import dropped_rows_line
+
+    root = Path(results_dir)
+    lines = []
+    for d in datasets:
+        manifest, log = root / "data" / f"{d}.manifest.json", root / "logs" / "prepare_data" / f"{d}.log"
+        text = log.read_text(errors="replace") if failed and log.is_file() else ""
+        if "(--strict)" in text:
+            errors = [line for line in text.splitlines() if line.startswith("error:")]
+            lines += [f"data {d}: {e}" for e in errors[:10]] + ([f"data {d}: ... see {log}"] if len(errors) > 10 else [])
+        elif manifest.is_file():
+            line = dropped_rows_line(d, json.loads(manifest.read_text(encoding="utf-8")), str(manifest))
+            lines += [line] if line else []
+    stale = stale_outputs(root, set(planned))
+    if stale:
+        lines.append(f"{len(stale)} output(s) under {root} belong to runs or steps the configuration no longer plans "
+                     f"(kept; listed in report.html): {', '.join(stale[:4])}{', ...' if len(stale) > 4 else ''}")
+    for line in lines:
+        print(f"obe: {line}", file=sys.stderr, flush=True)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -256,9 +373,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--bandits-dir", help="output folder of obe.bandits (regret.png, regret.md); optional")
     ap.add_argument("--out", required=True, help="report HTML file to write")
     ap.add_argument("--title", default="Outcome-based exploration: reproduction report")
+    ap.add_argument("--manifest", action="append", default=[], metavar="NAME=PATH",
+                    help="obe.data manifest of a prepared dataset (repeatable): its dropped rows are reported")
+    ap.add_argument("--results-dir", help="the experiment's results folder: outputs there that --planned does not "
+                                          "name are listed as stale")
+    ap.add_argument("--planned", nargs="*", default=[], metavar="RUN:STEP:DATASET",
+                    help="every (run, step, dataset) the configuration plans (with --results-dir)")
     args = ap.parse_args(argv)
     try:
-        text = build_report(args.analysis_dir, args.bandits_dir, args.title)
+        manifests = {name: Path(path) for name, _, path in (m.partition("=") for m in args.manifest)}
+        stale = stale_outputs(args.results_dir, parse_planned(args.planned)) if args.results_dir else None
+        text = build_report(args.analysis_dir, args.bandits_dir, args.title, manifests=manifests, stale=stale)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f"obe.report: {exc}", file=sys.stderr)
         return 2
