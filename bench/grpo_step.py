@@ -1,7 +1,8 @@
 """Seconds per GRPO step: obe's trainer vs TRL's ``GRPOTrainer`` (and a bare loop), on CPU.
 
     .venv/bin/python bench/grpo_step.py [--threads 2] [--steps 8] [--warmup 2] [--rounds 2]
-                                         [--sides obe,obe:hf,trl,bare] [--skip-explore]
+                                         [--sides obe,obe:hf,trl,trl_backend,bare] [--method grpo]
+                                         [--skip-explore]
 
 Same settings on every side: a random ~0.8M-parameter Qwen2-style model with the char
 tokenizer of ``tests/tiny_model.py`` (fp32), 4 synthetic arithmetic prompts x 8 samples,
@@ -9,13 +10,16 @@ up to 32 new tokens (temperature 1, top-p 1, no top-k), reward = ``obe.grading.g
 against the gold answer, token_mean / "dapo" loss, beta = 0, one AdamW step per batch,
 grad clip 1.0, no gradient checkpointing.
 
-* obe: the real ``obe.train.train`` loop (method grpo), timings read back from its
+* obe: the real ``obe.train.train`` loop (``--method``, default grpo), timings read back from its
   ``metrics.jsonl`` (``time/generate``, ``time/grade``, ``time/update``, ``time/step``).
   ``obe`` uses the trainer's default engine (``auto``: obe.fastlm's lean forward on CPU);
   ``obe:hf`` forces ``--engine hf`` (``model.generate`` and the HF forward), which shows
   what the lean engine buys.
 * trl: ``GRPOTrainer`` (no vLLM); generation = ``_generate``, reward = ``_calculate_rewards``
   (both wrapped with timers), step = ``on_step_begin`` .. ``on_step_end``; update = the rest.
+* trl_backend: ``obe.trl_backend.run`` (TRL's ``GRPOTrainer`` with obe's methods and outputs,
+  one process, HF ``generate``), timings read back from its ``metrics.jsonl`` like obe's
+  (step = ``on_step_begin`` .. its log row). ``--method`` picks the method of obe and trl_backend.
 * bare: ``model.generate`` + one forward/backward + AdamW step (no reward: 0).
 
 Each side runs in its own subprocess (so its peak RSS, ``ru_maxrss``, is its own), the
@@ -98,11 +102,33 @@ def child_obe(a, work: Path) -> list[dict]:
     from obe.train import TrainConfig, train
 
     out = work / f"obe_run_{os.getpid()}"
-    cfg = TrainConfig(model=str(work / "model"), train_data=str(work / "train.jsonl"), out=str(out), method="grpo",
+    cfg = TrainConfig(model=str(work / "model"), train_data=str(work / "train.jsonl"), out=str(out), method=a.method,
                       steps=a.warmup + a.steps, batch_questions=a.prompts, n=a.n, max_new_tokens=a.max_new_tokens,
                       lr=LR, threads=a.threads, checkpoint_every=10_000, keep_checkpoints=1, agg="token_mean",
                       eps_high=0.2, prompt_template=PROMPT_TEMPLATE, engine=a.obe_engine)
     train(cfg)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{"generation": r["time/generate"], "reward": r["time/grade"], "update": r["time/update"],
+             "step": r["time/step"], "tokens": r["num_tokens"]} for r in rows[a.warmup:]]
+
+
+def child_trl_backend(a, work: Path) -> list[dict]:
+    """obe.trl_backend (TRL's GRPOTrainer + obe's methods) with obe's settings, as the train
+    rule runs it with train.backend: trl (one process, no accelerate launcher)."""
+    from obe import trl_backend
+    from obe.train import TrainConfig
+
+    out = work / f"trlb_run_{os.getpid()}"
+    cfg = TrainConfig(model=str(work / "model"), train_data=str(work / "train.jsonl"), out=str(out), method=a.method,
+                      steps=a.warmup + a.steps, batch_questions=a.prompts, n=a.n, max_new_tokens=a.max_new_tokens,
+                      lr=LR, threads=a.threads, checkpoint_every=10_000, keep_checkpoints=1, agg="token_mean",
+                      eps_high=0.2, prompt_template=PROMPT_TEMPLATE)
+    extra = {name: default for name, (_, default, _) in trl_backend.EXTRA.items()}
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # HF's per-step log dicts
+        trl_backend.run(cfg, extra)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return [{"generation": r["time/generate"], "reward": r["time/grade"], "update": r["time/update"],
              "step": r["time/step"], "tokens": r["num_tokens"]} for r in rows[a.warmup:]]
@@ -215,7 +241,7 @@ def run_child(a, side: str, work: Path) -> dict:
     kind, _, engine = side.partition(":")  # "obe:hf" = obe with --obe-engine hf
     cmd = [sys.executable, __file__, "--child", kind, "--work", str(work), "--threads", str(a.threads),
            "--steps", str(a.steps), "--warmup", str(a.warmup), "--prompts", str(a.prompts), "--n", str(a.n),
-           "--max-new-tokens", str(a.max_new_tokens), "--obe-engine", engine or a.obe_engine]
+           "--max-new-tokens", str(a.max_new_tokens), "--obe-engine", engine or a.obe_engine, "--method", a.method]
     res = subprocess.run(cmd, capture_output=True, text=True)
     line = next((x for x in res.stdout.splitlines() if x.startswith("RESULT ")), None)
     if res.returncode != 0 or line is None:
@@ -335,10 +361,11 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--obe-engine", choices=["auto", "lean", "hf"], default="auto",
                     help="obe.train --engine of the obe side (auto = lean on CPU)")
-    ap.add_argument("--sides", default="obe,obe:hf,trl,bare",
-                    help="comma-separated: obe, trl, bare, or obe:ENGINE (e.g. obe,obe:hf,trl)")
+    ap.add_argument("--sides", default="obe,obe:hf,trl,trl_backend,bare",
+                    help="comma-separated: obe, trl, trl_backend (obe.trl_backend), bare, or obe:ENGINE (e.g. obe,obe:hf,trl)")
+    ap.add_argument("--method", default="grpo", help="exploration method of the obe and trl_backend sides")
     ap.add_argument("--skip-explore", action="store_true")
-    ap.add_argument("--child", choices=["obe", "trl", "bare"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["obe", "trl", "trl_backend", "bare"], help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     a = ap.parse_args()
 
@@ -346,7 +373,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(a.threads)
-        fn = {"obe": child_obe, "trl": child_trl, "bare": child_bare}[a.child]
+        fn = {"obe": child_obe, "trl": child_trl, "trl_backend": child_trl_backend, "bare": child_bare}[a.child]
         rows = fn(a, Path(a.work))
         print("RESULT " + json.dumps({"rows": rows, "rss_mib": rss_mib()}))
         return
@@ -377,6 +404,13 @@ def main() -> None:
                   f"{med(rows, 'update'):9.3f} {max(res[s]['rss']):13.0f}  "
                   + " ".join(f"{x:.3f}" for x in res[s]["per_proc"]))
         print()
+        for s in (x for x in sides if x.startswith("obe") and "trl_backend" in res):
+            o, t = res[s]["rows"], res["trl_backend"]["rows"]
+            print(f"ratio {s}/trl_backend: step {med(o, 'step') / med(t, 'step'):.2f}x, generation "
+                  f"{med(o, 'generation') / med(t, 'generation'):.2f}x, update {med(o, 'update') / med(t, 'update'):.2f}x")
+        if "trl_backend" in res and "trl" in res:
+            o, t = res["trl_backend"]["rows"], res["trl"]["rows"]
+            print(f"ratio trl_backend/TRL: step {med(o, 'step') / med(t, 'step'):.2f}x (the cost of obe's outputs and methods on TRL)")
         for s in (x for x in sides if x.startswith("obe") and "trl" in res):
             o, t = res[s]["rows"], res["trl"]["rows"]
             print(f"ratio {s}/TRL: step {med(o, 'step') / med(t, 'step'):.2f}x, generation "

@@ -57,6 +57,8 @@ rule report:
         # every sample the configuration plans: evaluations and the base model's training-set samples
         planned=lambda wildcards: " ".join(f"{r}:{s}:{d}" for r, s, d in [*eval_triples(), (BASE, 0, "train")]),
         results_dir=lambda wildcards, output: os.path.dirname(output[0]),
+        wandb_dir=f"{R}/wandb",
+        experiment=config["experiment"],
     threads: job_resources("report")["threads"]
     resources:
         **rule_resources("report"),
@@ -69,7 +71,7 @@ rule report:
     shell:
         "python -m obe.report --analysis-dir {params.analysis_dir} --bandits-dir {params.bandits_dir}"
         " {params.manifests} --results-dir {params.results_dir} --planned {params.planned}"
-        " --out {output} > {log} 2>&1"
+        " --experiment {params.experiment} --wandb-dir {params.wandb_dir} --out {output} > {log} 2>&1"
 
 
 # On the console at the end of a run: rows each dataset dropped, outputs the configuration no

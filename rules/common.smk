@@ -15,9 +15,21 @@ PACKAGE_DIR = shlex.quote(str(Path(workflow.basedir) / "workflow"))
 # works without activating the venv); with --sdm conda, the rule's env provides python.
 USES_CONDA = any(m.name == "CONDA" for m in workflow.deployment_settings.deployment_method)
 PYTHON_BIN = "" if USES_CONDA else shlex.quote(os.path.dirname(sys.executable)) + ":"
+
+
+def wandb_exports():
+    """config.yaml's wandb keys as the variables obe.tracking reads, unless the environment sets
+    them (the environment wins). In the shell prefix, not in params: a new project or tag reruns nothing."""
+    w = config.get("wandb", {})
+    values = {"WANDB_PROJECT": w.get("project"), "WANDB_ENTITY": w.get("entity"),
+              "WANDB_TAGS": ",".join(w.get("tags") or []) or None}
+    return "".join(f"export {k}=${{{{{k}:-{shlex.quote(str(v))}}}}}; " for k, v in values.items() if v)
+
+
 shell.prefix(
     f"export PATH={PYTHON_BIN}$PATH; "
     f"export PYTHONPATH={PACKAGE_DIR}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+    + wandb_exports() +
     "export OMP_WAIT_POLICY=PASSIVE; set -euo pipefail; "
 )
 
@@ -141,6 +153,7 @@ def train_args(method, seed):
         "engine": t["engine"],
         "micro-batch": t.get("micro_batch", 0),
         "rollout-batch": t.get("rollout_batch", 0),
+        "log-completions-every": t.get("log_completions_every", 0),
         "master-weights": t.get("master_weights", "float32"),
         "dtype": bm.get("dtype", "float32"),
         "use-chat-template": bm.get("use_chat_template", "auto"),
@@ -167,6 +180,45 @@ def device_args():
     """The torch device of sampling and training (config `device`; the GPU is allocated by
     `gpus_per_job`, kept separate so a GPU-less test cluster can still exercise GPU requests)."""
     return f"--device {config['device']}"
+
+
+# accelerate launch configs of the trl backend (configs/accelerate), by hardware.sharding
+ACCELERATE_CONFIGS = {"none": "one_gpu.yaml", "zero3": "zero3.yaml", "fsdp": "fsdp.yaml"}
+
+
+def train_module():
+    """The trainer of `train.backend`: obe (obe.train, one process) or trl (obe.trl_backend)."""
+    return {"obe": "obe.train", "trl": "obe.trl_backend"}[config["train"].get("backend", "obe")]
+
+
+def train_launch():
+    """The command that starts the trainer, up to its flags. obe: `python -m obe.train`. trl:
+    `accelerate launch` with configs/accelerate/<file of hardware.sharding> over the job's GPUs
+    (cpu.yaml, one process, without GPUs), slurm/trl_multinode.sh when hardware.nodes > 1, plus
+    the TRL-only flags: vLLM colocate when hardware.colocate_vllm is set, LoRA from train.lora."""
+    if train_module() == "obe.train":
+        return "python -m obe.train"
+    gpus, hw, t = job_resources("train")["gpus"], config.get("hardware", {}), config["train"]
+    folder = Path(workflow.basedir) / "configs" / "accelerate"
+    flags = []
+    if gpus and hw.get("colocate_vllm"):
+        s = config["sampling"]
+        flags += ["--vllm", "colocate", "--vllm-gpu-memory-utilization", hw["colocate_vllm"],
+                  "--vllm-tensor-parallel-size", s.get("tensor_parallel_size", 1),
+                  "--vllm-max-model-len", s.get("max_model_len") or 0]
+    lora = t.get("lora") or {}
+    if lora.get("r", 0) > 0:
+        flags += ["--lora-r", lora["r"], "--lora-alpha", lora.get("alpha", 32), "--lora-dropout",
+                  lora.get("dropout", 0.05), "--lora-target-modules", lora.get("target_modules", "all-linear")]
+    flags = " ".join(shlex.quote(str(f)) for f in flags)
+    if not gpus:
+        return f"python -m accelerate.commands.launch --config_file {folder / 'cpu.yaml'} -m obe.trl_backend {flags}"
+    cfg_file = shlex.quote(str(folder / ACCELERATE_CONFIGS[hw.get("sharding", "none")]))
+    nodes = hw.get("nodes", 1)
+    if nodes > 1:
+        return f"{shlex.quote(str(Path(workflow.basedir) / 'slurm' / 'trl_multinode.sh'))} {cfg_file} {gpus} {flags}"
+    return (f"python -m accelerate.commands.launch --config_file {cfg_file} --num_processes {gpus}"
+            f" -m obe.trl_backend {flags}")
 
 
 def job_resources(rule):
@@ -214,5 +266,20 @@ def analysis_eval_args():
     return " ".join(f"--eval {run}:{step}:{d}={R}/eval/{run}/step{step}/{d}" for run, step, d in eval_triples())
 
 
+def run_eval_triples(wildcards):
+    """(run, step, dataset) of one trained model's evaluations, its base model's as step 0."""
+    run = f"{wildcards.method}__s{wildcards.seed}"
+    return [(r, s, d) for r, s, d in eval_triples() if r in (BASE, run)]
+
+
+def run_eval_summaries(wildcards):
+    return [f"{R}/eval/{run}/step{step}/{d}/summary.json" for run, step, d in run_eval_triples(wildcards)]
+
+
+def run_eval_args(wildcards):
+    return " ".join(f"--eval {step}:{d}={R}/eval/{run}/step{step}/{d}/summary.json"
+                    for run, step, d in run_eval_triples(wildcards))
+
+
 def all_outputs():
-    return [f"{R}/report.html"]
+    return [f"{R}/report.html", *(f"{R}/wandb_evals/{run}.json" for run in trained_runs())]

@@ -5,9 +5,6 @@ rule evaluate:
     output:
         questions=f"{R}/eval/{{run}}/step{{step}}/{{dataset}}/per_question.jsonl",
         summary=f"{R}/eval/{{run}}/step{{step}}/{{dataset}}/summary.json",
-    params:
-        wandb_dir=f"{R}/wandb",
-        experiment=config["experiment"],
     threads: job_resources("evaluate")["threads"]
     resources:
         **rule_resources("evaluate"),
@@ -19,6 +16,29 @@ rule evaluate:
         "../envs/cpu.yaml"
     shell:
         "python -m obe.evaluate --graded {input} --out-questions {output.questions}"
-        " --out-summary {output.summary} --run {wildcards.run} --step {wildcards.step}"
-        " --dataset {wildcards.dataset} --experiment {params.experiment} --wandb-dir {params.wandb_dir}"
-        " > {log} 2>&1"
+        " --out-summary {output.summary} > {log} 2>&1"
+
+
+rule log_evals:
+    """A trained model's evaluations into its W&B run, on the training-step axis (base = step 0):
+    one small job after all of them, since W&B takes a run from one process at a time."""
+    input:
+        done=f"{R}/train/{{method}}__s{{seed}}/done.json",
+        summaries=run_eval_summaries,
+    output:
+        f"{R}/wandb_evals/{{method}}__s{{seed}}.json",
+    params:
+        train_dir=lambda wildcards, input: os.path.dirname(input.done),
+        evals=run_eval_args,
+        wandb_dir=f"{R}/wandb",
+        experiment=config["experiment"],
+    threads: job_resources("log_evals")["threads"]
+    resources:
+        **rule_resources("log_evals"),
+    log:
+        f"{R}/logs/log_evals/{{method}}__s{{seed}}.log",
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "python -m obe.log_evals --train-dir {params.train_dir} {params.evals} --out {output}"
+        " --experiment {params.experiment} --wandb-dir {params.wandb_dir} > {log} 2>&1"

@@ -16,8 +16,6 @@ rule sample:
         sampling=lambda wildcards: sampling_args(),
         prompt=lambda wildcards: prompt_args(),
         device=device_args(),
-        wandb_dir=f"{R}/wandb",
-        experiment=config["experiment"],
     threads: job_resources("sample")["threads"]
     resources:
         **rule_resources("sample"),
@@ -30,8 +28,6 @@ rule sample:
     shell:
         "python -m obe.sampling --model {params.model} --data {input.data} --n {params.n}"
         " --seed {params.seed} {params.sampling} {params.prompt} {params.device} --threads {threads}"
-        " --experiment {params.experiment} --wandb-dir {params.wandb_dir}"
-        " --wandb-name {wildcards.run}__step{wildcards.step}__{wildcards.dataset}"
         " --out {output}.part > {log} 2>&1"
         " && mv {output}.part.meta.json {output}.meta.json && mv {output}.part {output}"
 
@@ -43,9 +39,6 @@ rule grade:
         data=f"{R}/data/{{dataset}}.jsonl",
     output:
         f"{R}/graded/{{run}}/step{{step}}/{{dataset}}.jsonl",
-    params:
-        wandb_dir=f"{R}/wandb",
-        experiment=config["experiment"],
     threads: job_resources("grade")["threads"]
     resources:
         **rule_resources("grade"),
@@ -56,6 +49,4 @@ rule grade:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "python -m obe.grade --samples {input.samples} --data {input.data} --out {output}"
-        " --experiment {params.experiment} --wandb-dir {params.wandb_dir}"
-        " --wandb-name {wildcards.run}__step{wildcards.step}__{wildcards.dataset} > {log} 2>&1"
+        "python -m obe.grade --samples {input.samples} --data {input.data} --out {output} > {log} 2>&1"

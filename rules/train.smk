@@ -1,5 +1,6 @@
 rule train:
-    """RL training of one method and seed. The trainer's folder holds resumable checkpoints
+    """RL training of one method and seed, by obe.train or (train.backend: trl) TRL's
+    GRPOTrainer with obe's methods (obe.trl_backend). The trainer's folder holds resumable checkpoints
     that Snakemake does not manage (it only owns done.json), so a killed or preempted job
     resumes where it stopped when the rule runs again."""
     input:
@@ -14,6 +15,8 @@ rule train:
         wandb_dir=f"{R}/wandb",
         experiment=config["experiment"],
         device=device_args(),
+        launch=train_launch(),  # train.backend: obe (one process) or trl (accelerate launch)
+        module=train_module(),
     threads: job_resources("train")["threads"]
     resources:
         **rule_resources("train"),
@@ -24,7 +27,7 @@ rule train:
     conda:
         "../envs/gpu.yaml" if job_resources("train")["gpus"] else "../envs/cpu.yaml"
     shell:
-        "python -m obe.train --model {params.model} --train-data {input.data} --out {params.out_dir}"
+        "{params.launch} --model {params.model} --train-data {input.data} --out {params.out_dir}"
         " {params.args} {params.device} --threads {threads} --experiment {params.experiment}"
         " --wandb-dir {params.wandb_dir} --on-config-change restart > {log} 2>&1"
-        " && python -m obe.train --write-done {params.out_dir} > {output}"
+        " && python -m {params.module} --write-done {params.out_dir} > {output}"

@@ -212,3 +212,60 @@ def test_offline_resume_writes_a_second_segment_of_the_same_run(monkeypatch, tmp
         assert run["run_id"] == "abc123" and run["resume"] is True  # `wandb sync` resumes, not overwrites
         histories.append([r["history"]["step"]["num"] for r in records if r["type"] == "history"])
     assert histories == [[1, 2, 3], [3, 4, 5]]
+
+
+def test_an_unreachable_server_is_asked_once_and_the_run_goes_offline_at_once(monkeypatch, tmp_path, capsys):
+    """On a compute node without internet: one quick connection check, a clear line, and the
+    run is written offline without ever waiting on an online wandb.init."""
+    import wandb
+
+    from obe import tracking
+
+    modes = []
+
+    class FakeRun:
+        starting_step = 0
+
+        def finish(self):
+            pass
+
+    monkeypatch.setattr(wandb, "init", lambda mode, **kw: modes.append((mode, kw["tags"])) or FakeRun())
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens on port 9
+    monkeypatch.setenv("WANDB_TAGS", "paper-scale, qwen")
+    monkeypatch.setattr(tracking, "_REACHABLE", {})
+    asked = []
+    real = tracking.server_reachable
+    monkeypatch.setattr(tracking, "server_reachable", lambda url, t: asked.append(url) or real(url, t))
+    for _ in range(2):
+        tracker = start_run(stage="train", name="ucb__s1", config={}, experiment="e", wandb_dir=str(tmp_path),
+                            tags=["ucb"])
+        tracker.finish()
+    assert [m for m, _ in modes] == ["offline", "offline"]
+    assert modes[0][1] == ["paper-scale", "qwen", "ucb"]  # WANDB_TAGS (config.yaml's wandb.tags) + the stage's
+    assert tracking._REACHABLE == {"http://127.0.0.1:9": False}  # the answer is kept for the process
+    err = capsys.readouterr().err
+    assert "W&B server http://127.0.0.1:9 unreachable within 3 s; writing this run offline" in err
+
+
+def test_log_evals_rows_on_the_training_step_axis(monkeypatch, tmp_path):
+    from obe import log_evals
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    train_dir = tmp_path / "train" / "ucb_con__s1"
+    train_dir.mkdir(parents=True)
+    (train_dir / "config.json").write_text(json.dumps({"method": "ucb_con", "seed": 1, "steps": 100, "coef": 0.2}))
+    summaries = []
+    for step, p1 in ((0, 0.2), (100, 0.35), (50, 0.3)):
+        path = tmp_path / f"s{step}.json"
+        path.write_text(json.dumps({"pass_at_k": {"1": p1, "2": p1 + 0.1}, "maj_at_k": {"1": p1, "2": p1},
+                                    "distinct_answers": 3.0, "answer_entropy": 1.1, "mean_length": 20.0,
+                                    "frac_no_answer": 0.0, "frac_truncated": 0.0, "mean_at_n": p1, "n": 2}))
+        summaries += ["--eval", f"{step}:math500={path}"]
+    out = tmp_path / "out.json"
+    assert log_evals.main(["--train-dir", str(train_dir), *summaries, "--out", str(out), "--experiment", "e",
+                           "--wandb-dir", str(tmp_path)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["step"] for r in rows] == [0, 50, 100]  # the base model first, as step 0
+    assert rows[1]["eval/math500/pass@1"] == 0.3 and rows[1]["eval/math500/pass@2"] == pytest.approx(0.4)
+    assert {"eval/math500/maj@2", "eval/math500/distinct_answers", "eval/math500/answer_entropy"} <= set(rows[0])

@@ -306,3 +306,46 @@ def test_killed_run_resumes_with_the_count_table(setup, tmp_path):
     assert a == b
     done = trl_backend.done_record(killed)
     assert done["steps"] == 4 and done["metrics_rows"] == 4 and len(done["snapshots"]) == 1
+    assert (killed / "snapshots" / "step_2" / "model.safetensors").is_file() and (killed / "final" / "config.json").is_file()
+    # same outputs as obe.train: the same keys in metrics.jsonl and rollouts.jsonl, same done.json fields
+    from obe.train import done_record as obe_done_record
+    from obe.train import train as obe_train
+
+    ref = tmp_path / "obe"
+    obe_train(make_cfg(setup, ref, steps=2, method="ucb_con", checkpoint_every=2, save_steps=(2,)))
+    for name in ("metrics.jsonl", "rollouts.jsonl"):
+        assert set(_rows(ref / name)[0]) == set(_rows(killed / name)[0]), name
+    assert set(obe_done_record(ref)) == set(done)
+
+
+# -- (e) the smoke DAG with train.backend: trl -----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_smoke_dag_with_the_trl_backend(tmp_path):
+    """The whole smoke DAG with `train.backend: trl`: the train rule starts obe.trl_backend
+    through `accelerate launch` (configs/accelerate/cpu.yaml) and every downstream rule (evaluation
+    of the snapshots, analysis, report) runs unchanged; snakemake --report builds."""
+    override = tmp_path / "trl.yaml"
+    override.write_text("train:\n  backend: trl\n")
+    snakemake = str(Path(sys.executable).parent / "snakemake")
+    base = ["--cores", "2", "--configfile", "configs/smoke.yaml", str(override), "--config",
+            f"results_dir={tmp_path / 'results'}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([snakemake, *base], cwd=REPO, capture_output=True, text=True, timeout=3000, env=env)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-5000:]
+    root = tmp_path / "results" / "smoke"
+    for run in ("grpo__s0", "batch__s0"):
+        folder = root / "train" / run
+        assert json.loads((folder / "config.json").read_text())["backend"] == "trl"
+        done = json.loads((folder / "done.json").read_text())
+        assert done["steps"] == 4 and done["metrics_rows"] == 4
+        assert trl_backend.latest_checkpoint(folder / "checkpoints") is not None
+        assert (root / "eval" / run / "step4" / "synthetic" / "summary.json").exists()
+        log = (root / "logs" / "train" / f"{run}.log").read_text()
+        assert "accelerate" in out.stdout + out.stderr or "accelerate" in log
+    assert "<img" in (root / "report.html").read_text()
+    rep = subprocess.run([snakemake, "--report", str(tmp_path / "report.html"), *base], cwd=REPO, capture_output=True,
+                         text=True, timeout=600, env=env)
+    assert rep.returncode == 0, (rep.stdout + rep.stderr)[-3000:]
+    assert (tmp_path / "report.html").stat().st_size > 10_000

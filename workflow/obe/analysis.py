@@ -1535,10 +1535,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as exc:
         print(f"obe.analysis: {exc}", file=sys.stderr)
         return 2
-    from obe.tracking import start_run
+    from obe.tracking import resolve_mode, resumable_run_id, start_run
 
+    # the report stage adds report.html and this folder, as an artifact, to the same run
+    run_id = resumable_run_id(args.out_dir, resume=False) if args.experiment and resolve_mode() != "disabled" else None
     tracker = start_run(stage="analysis", name="analysis", config={**asdict(opts), "inputs": len(evals) + len(trains)},
-                        experiment=args.experiment, wandb_dir=args.wandb_dir or args.out_dir)
+                        experiment=args.experiment, wandb_dir=args.wandb_dir or args.out_dir, run_id=run_id)
     try:
         a = run_analysis(evals, trains, args.base_train, args.out_dir, opts, tracker)
     except (ValueError, FileNotFoundError) as exc:

@@ -99,23 +99,9 @@ def evaluate(rows: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict
     }
     for key in ("mean_at_n", "distinct_answers", "answer_entropy", "mean_length", "frac_truncated", "frac_no_answer"):
         summary[key] = float(np.mean([q[key] for q in per_q]))
+    # every way a sample ended (vLLM may add "abort", "error", "repetition" to "stop"/"length")
+    summary["finish_reasons"] = dict(sorted(Counter(str(r["finish_reason"]) for r in rows).items()))
     return per_q, summary
-
-
-def log_to_wandb(summary: dict[str, Any], args: argparse.Namespace) -> None:
-    """Mirror the summary on W&B: pass@k as a curve (one step per k) and as a table."""
-    from obe.tracking import start_run
-
-    run = args.run or "eval"
-    name = f"{run}__step{args.step}" + (f"__{args.dataset}" if args.dataset else "")
-    config = {"run": run, "step": args.step, "dataset": args.dataset, "graded": args.graded, "n": summary["n"]}
-    tracker = start_run(stage="evaluate", name=name, config=config, experiment=args.experiment,
-                        wandb_dir=args.wandb_dir or "wandb", tags=[run, args.dataset or "test"])
-    for k in range(1, summary["n"] + 1):
-        tracker.log({"pass@k": summary["pass_at_k"][str(k)], "k": k}, step=k)
-    tracker.log_table("pass_at_k", ["k", "pass@k"], [[int(k), v] for k, v in summary["pass_at_k"].items()])
-    tracker.summary({k: v for k, v in summary.items() if not isinstance(v, dict)})
-    tracker.finish()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,11 +109,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--graded", required=True, help="graded samples JSONL (from obe.grade)")
     parser.add_argument("--out-questions", required=True, help="per-question metrics JSONL to write")
     parser.add_argument("--out-summary", required=True, help="summary JSON to write")
-    parser.add_argument("--run", default=None, help="run name for W&B: base or {method}__s{seed}")
-    parser.add_argument("--step", type=int, default=0, help="training step of the evaluated model (W&B)")
-    parser.add_argument("--dataset", default=None, help="test set name (W&B)")
-    parser.add_argument("--experiment", default=None, help="W&B group; no W&B run without it")
-    parser.add_argument("--wandb-dir", default=None, help="where offline W&B runs are written")
     args = parser.parse_args(argv)
     try:
         per_q, summary = evaluate(read_graded(args.graded))
@@ -139,8 +120,6 @@ def main(argv: list[str] | None = None) -> int:
             f.write(json.dumps(q) + "\n")
     with open(args.out_summary, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
-    if args.experiment:
-        log_to_wandb(summary, args)
     ks = powers_of_two_upto(summary["n"])
     print(f"{summary['num_questions']} questions x {summary['n']} samples")
     print("pass@k  " + "  ".join(f"k={k}: {summary['pass_at_k'][str(k)]:.3f}" for k in ks))

@@ -379,6 +379,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                           "name are listed as stale")
     ap.add_argument("--planned", nargs="*", default=[], metavar="RUN:STEP:DATASET",
                     help="every (run, step, dataset) the configuration plans (with --results-dir)")
+    ap.add_argument("--experiment", help="W&B group: add the report and the analysis folder to the analysis run")
+    ap.add_argument("--wandb-dir", help="where offline W&B runs are written")
     args = ap.parse_args(argv)
     try:
         manifests = {name: Path(path) for name, _, path in (m.partition("=") for m in args.manifest)}
@@ -393,7 +395,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(out)
     print(f"wrote {out} ({len(text) / 1e6:.2f} MB)")
+    if args.experiment:
+        log_report_artifact(out, Path(args.analysis_dir), args.experiment, args.wandb_dir or str(out.parent))
     return 0
+
+
+def log_report_artifact(report: Path, analysis_dir: Path, experiment: str, wandb_dir: str) -> None:
+    """report.html and the analysis folder as one artifact of the analysis stage's W&B run (its id
+    is in the folder; without it, as when W&B was off for the analysis, nothing is logged)."""
+    from obe.tracking import RUN_ID_FILE, start_run
+
+    id_file = analysis_dir / RUN_ID_FILE
+    if not id_file.exists():
+        return
+    tracker = start_run(stage="analysis", name="analysis", config={}, experiment=experiment, wandb_dir=wandb_dir,
+                        run_id=id_file.read_text().strip())
+    tracker.log_artifact(f"report-{experiment}", "report", [str(report), str(analysis_dir)])
+    tracker.finish()
 
 
 if __name__ == "__main__":

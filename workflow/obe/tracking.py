@@ -13,8 +13,14 @@ reruns nothing:
 - unset -> ``online`` when an API key is configured (``WANDB_API_KEY`` or a netrc entry),
   else ``offline``: runs are written under the results folder and can be uploaded later
   with ``wandb sync <dir>/wandb/offline-run-*``.
-If ``wandb`` fails to start (unreachable server, bad key, missing package) the stage goes
-on: first retried offline, then with the ``NullTracker``, with a warning on stderr.
+Project, entity and tags: ``WANDB_PROJECT``, ``WANDB_ENTITY`` and ``WANDB_TAGS`` (comma-separated,
+added to a stage's own tags); the rules export config.yaml's ``wandb`` keys into them unless the
+environment already sets them (the environment wins). An online run first checks, once per
+process and within ``OBE_WANDB_CONNECT_TIMEOUT`` seconds (3), that the server's port answers: on
+a compute node without internet the job then says so in one line and writes the run offline
+at once, instead of waiting a minute for ``wandb.init``. If ``wandb`` fails to start anyway
+(bad key, missing package) the stage goes on: first retried offline, then with the
+``NullTracker``, with a warning on stderr.
 Results files stay the source of truth; W&B mirrors them with the same keys. The API key
 is read by wandb itself from the environment and never passes through this module.
 
@@ -54,10 +60,16 @@ class NullTracker:
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         pass
 
-    def log_table(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    def log_table(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], step: int | None = None) -> None:
         pass
 
     def log_image(self, name: str, path: str) -> None:
+        pass
+
+    def log_artifact(self, name: str, kind: str, paths: Sequence[str]) -> None:
+        pass
+
+    def define_metric(self, pattern: str, step_metric: str) -> None:
         pass
 
     def summary(self, values: Mapping[str, Any]) -> None:
@@ -85,19 +97,46 @@ class WandbTracker:
         except Exception as exc:  # noqa: BLE001 - logging must never stop training
             print(f"obe.tracking: W&B {what} failed ({exc!r}); continuing", file=sys.stderr)
 
+    @property
+    def first_step(self) -> int:
+        """The first W&B step this run still accepts (> 0 only for a run resumed online)."""
+        return self._first_step
+
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         if step is not None and step < self._first_step:
             return  # already in the resumed run (W&B would drop it with a warning)
         self._guard("log", self._run.log, dict(metrics), step=step)
 
-    def log_table(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    def log_table(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], step: int | None = None) -> None:
+        if step is not None and step < self._first_step:
+            return
+
         def _log() -> None:
-            self._run.log({name: self._wandb.Table(columns=list(columns), data=[list(r) for r in rows])})
+            table = self._wandb.Table(columns=list(columns), data=[list(r) for r in rows])
+            self._run.log({name: table}, **({} if step is None else {"step": step}))
 
         self._guard("table", _log)
 
     def log_image(self, name: str, path: str) -> None:
         self._guard("image", lambda: self._run.log({name: self._wandb.Image(path)}))
+
+    def log_artifact(self, name: str, kind: str, paths: Sequence[str]) -> None:
+        """Files and folders as one W&B artifact (e.g. the report and the analysis folder)."""
+        def _log() -> None:
+            art = self._wandb.Artifact(name, type=kind)
+            for path in paths:
+                (art.add_dir if os.path.isdir(path) else art.add_file)(str(path), name=os.path.basename(path))
+            self._run.log_artifact(art)
+
+        self._guard("artifact", _log)
+
+    def define_metric(self, pattern: str, step_metric: str) -> None:
+        """Plot metrics matching ``pattern`` against ``step_metric`` (e.g. evaluations on the training-step axis)."""
+        def _define() -> None:
+            self._run.define_metric(step_metric)
+            self._run.define_metric(pattern, step_metric=step_metric)
+
+        self._guard("define_metric", _define)
 
     def summary(self, values: Mapping[str, Any]) -> None:
         self._guard("summary", self._run.summary.update, dict(values))
@@ -128,6 +167,32 @@ def resolve_mode(environ: Mapping[str, str] | None = None, api_key: bool | None 
     if mode:
         raise ValueError(f"WANDB_MODE={mode!r} is not one of disabled, offline, online")
     return "online" if (has_api_key() if api_key is None else api_key) else "offline"
+
+
+_REACHABLE: dict[str, bool] = {}
+
+
+def server_reachable(base_url: str, timeout: float) -> bool:
+    """Whether the W&B server's host:port accepts a TCP connection within ``timeout`` seconds
+    (asked once per process and URL)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if base_url not in _REACHABLE:
+        parts = urlsplit(base_url if "//" in base_url else "https://" + base_url)
+        port = parts.port or (80 if parts.scheme == "http" else 443)
+        try:
+            with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+                _REACHABLE[base_url] = True
+        except OSError:
+            _REACHABLE[base_url] = False
+    return _REACHABLE[base_url]
+
+
+def env_tags(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The tags in ``WANDB_TAGS`` (comma-separated; the rules export config.yaml's wandb.tags)."""
+    env = os.environ if environ is None else environ
+    return [t.strip() for t in env.get("WANDB_TAGS", "").split(",") if t.strip()]
 
 
 def run_name(method: str, seed: int, step: int | None = None) -> str:
@@ -233,13 +298,21 @@ def start_run(
         job_type=stage,
         name=name,
         config=dict(config),
-        tags=list(tags),
+        tags=list(dict.fromkeys([*env_tags(), *tags])),
         dir=wandb_dir,
         reinit="finish_previous",
     )
     if run_id is not None:
         kwargs.update(id=run_id, resume="allow")
         leave_inherited_service()
+    if mode == "online":
+        base_url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+        wait = float(os.environ.get("OBE_WANDB_CONNECT_TIMEOUT", "3"))
+        if not server_reachable(base_url, wait):
+            print(f"obe.tracking: W&B server {base_url} unreachable within {wait:g} s; writing this run offline "
+                  f"under {wandb_dir}/wandb (upload later: wandb sync {wandb_dir}/wandb/offline-run-*)",
+                  file=sys.stderr, flush=True)
+            mode = "offline"
     for attempt_mode in ([mode, "offline"] if mode == "online" else [mode]):
         try:
             # How long to wait for the server before falling back to offline.

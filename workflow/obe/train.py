@@ -12,10 +12,13 @@ checkpoint every ``--checkpoint-every`` steps (:mod:`obe.checkpoint`). Outputs: 
 (HF model dir for evaluation), ``RUN/snapshots/step_N/`` (``--save-steps``),
 ``RUN/checkpoints/step_N/``, ``RUN/config.json`` (resolved config, also the W&B config).
 
-Faults. Re-running the same command resumes from the newest complete checkpoint: files are
-cut back to the lengths recorded there and the run re-appends identically (rollouts are
-seeded by ``derive_seed(seed, "rollout", step)``), so a SIGKILL anywhere costs at most
-``--checkpoint-every`` steps. SIGTERM/SIGINT set a flag checked between steps: the run saves
+Faults. Re-running the same command resumes from the newest checkpoint that verifies against
+its manifest (a corrupt one is moved to ``checkpoints/corrupt/``, naming the bad file; see
+:func:`resume_point`): files are cut back to the lengths recorded there and the run re-appends
+identically (rollouts are seeded by ``derive_seed(seed, "rollout", step)``), so a SIGKILL
+anywhere costs at most ``--checkpoint-every`` steps. The run may move: a resume compares the
+initial model's files and the training questions, not their paths. SIGTERM/SIGINT set a
+flag checked between steps: the run saves
 a checkpoint and exits with code 143. A non-finite loss or gradient norm stops the run
 (exit 1, message on stderr) before the optimizer step; the last good checkpoint stays.
 ``python -m obe.train --list-metrics`` prints every logged key (:data:`METRICS`).
@@ -74,7 +77,7 @@ from obe.progress import Progress
 from obe.models import CHAT_TEMPLATE_MODES, DTYPES, ModelConfig, build_prompts, prompt_adds_special_tokens, torch_dtype
 from obe.rollout import RolloutConfig, answer_token_mask, generate_rollouts
 from obe.sampling import derive_seed, tokenize_prompts
-from obe.synthetic import rollout_metrics as task_rollout_metrics
+from obe.synthetic import ROLLOUT_METRICS as TASK_ROLLOUT_METRICS, rollout_metrics as task_rollout_metrics
 
 MASTER_WEIGHTS = ("float32", "model")
 
@@ -118,12 +121,15 @@ METRICS: dict[str, str] = {
     "time/grade": "seconds spent grading (timing)",
     "time/update": "seconds spent in forward/backward/optimizer (timing)",
     "time/step": "seconds for the whole step incl. logging (timing; checkpoint time excluded)",
+    **TASK_ROLLOUT_METRICS,  # the synthetic task's shared-behaviour rate (null for other data)
 }
 TIMING_KEYS = frozenset(k for k in METRICS if k.startswith(("time/", "perf/")))
 # Keys that may change between a run and its resume (they do not change the result).
 RESUME_FREE = frozenset({"out", "threads", "experiment", "wandb_dir", "checkpoint_every", "keep_checkpoints",
                          "save_steps", "debug_nan_step", "steps", "device", "micro_batch", "gradient_checkpointing",
-                         "on_config_change"})
+                         "log_completions_every", "on_config_change"})
+# The W&B completions table (every --log-completions-every steps), as TRL logs its completions.
+COMPLETION_COLUMNS = ("step", "question_id", "prompt", "completion", "answer", "correct", "bonus", "count")
 
 
 @dataclass(frozen=True)
@@ -164,6 +170,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     micro_batch: int = 0
     rollout_batch: int = 0
+    log_completions_every: int = 0
     gradient_checkpointing: bool = False
     dtype: str = "float32"
     master_weights: str = "float32"
@@ -245,6 +252,8 @@ HELP = {
     "adv_eps": "eps added to the group std", "mu": "optimizer updates per batch",
     "grad_clip": "max gradient norm (0 = off)", "micro_batch": "sequences per forward/backward (0 = all)",
     "rollout_batch": "sequences per rollout generate call, whole questions (0 = all B x n at once)",
+    "log_completions_every": "W&B table of every completion (prompt, completion, answer, correct, bonus, "
+                             "count N(x, a) after the step) at step 1 and every K steps (0 = never)",
     "gradient_checkpointing": "recompute activations in the backward pass (hf engine; less memory, about a third more time)",
     "dtype": "model dtype (base_model.dtype): the reference model's, and the compute dtype of the policy",
     "master_weights": "float32: policy weights, gradients and AdamW state in fp32, forward/backward under "
@@ -258,7 +267,7 @@ HELP = {
     "engine": "rollouts and log-probs: lean (obe.fastlm, Llama/Qwen2 only), hf (model.generate + HF forward), "
               "auto (lean on CPU when the model is supported, else hf)",
     "experiment": "W&B group", "wandb_dir": "W&B directory (default OUT)",
-    "on_config_change": "a checkpoint made with another config: error (refuse) or restart (wipe OUT, start over)",
+    "on_config_change": "a checkpoint made with another config: error (refuse) or restart (set the old run aside in OUT/superseded/, start over)",
     "debug_nan_step": "TESTING ONLY: make the loss NaN at this step (0 = off)",
 }
 CHOICES = {"method": sorted(BONUSES), "engine": list(ENGINES), "dtype": list(DTYPES),
@@ -756,6 +765,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                                              "num_tokens": int(n_tok_S[s])}) + "\n")
             rollouts_f.flush()
             tracker.log({k: v for k, v in row.items() if v is not None}, step=step)
+            if cfg.log_completions_every and (step == 1 or step % cfg.log_completions_every == 0):
+                bonus_S = bonus_Bn.reshape(-1).tolist()
+                tracker.log_table("completions", COMPLETION_COLUMNS, [
+                    [step, qids[s // n], records[idx[s // n]].problem, ro.texts[s], g.answer, g.correct, bonus_S[s],
+                     counts.count(qids[s // n], g.outcome_key)] for s, g in enumerate(graded)], step=step)
             progress.update(step, reward=row["reward"], distinct=row["answers/distinct_per_group"],
                             tokens_per_s=round(row["perf/tokens_per_sec"]))
 

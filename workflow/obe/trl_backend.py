@@ -167,8 +167,8 @@ def _make_trainer_class():
             lengths = cmask.sum(dim=1).tolist()
             eos = torch.tensor(self.eos_token_ids)
             truncated = [not bool(torch.isin(cids[i, :int(L)], eos).any()) for i, L in enumerate(lengths)]
-            local = [(str(q), g.outcome_key, bool(g.correct), int(L), tr)
-                     for (q, g, _), L, tr in zip(self._graded, lengths, truncated)]
+            local = [(str(q), g.outcome_key, bool(g.correct), int(L), tr, text)
+                     for (q, g, text), L, tr in zip(self._graded, lengths, truncated)]
             rows = gather_object(local)  # the global batch, rank-major like TRL's gathered rewards
             n = self.num_generations
             if len(rows) % n:
@@ -362,6 +362,8 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
     from obe.advantages import AdvantageConfig  # noqa: F401 (cfg.advantage() builds it)
     from obe.records import read_jsonl
     from obe.tracking import NullTracker, relog_rows, resumable_run_id, run_name, start_run
+    from obe.progress import Progress
+    from obe.synthetic import rollout_metrics as task_rollout_metrics
     from obe.train import METRICS, config_mismatch
 
     check_trl_version()
@@ -376,6 +378,7 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
     if not records:
         raise SystemExit(f"{cfg.train_data}: no training questions")
     data_digest = hashlib.sha256("\n".join(r.id for r in records).encode()).hexdigest()
+    problem_of = {str(r.id): r.problem for r in records}
     full_config = dict(cfg.to_dict(), backend="trl", trl=dict(extra))
     last = latest_checkpoint(ck_root)
     if last is not None:
@@ -421,6 +424,8 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
                             run_id=resumable_run_id(out, resume=last is not None))
         if last is not None:
             relog_rows(tracker, metrics_path)
+    progress = Progress(f"train {run_name(cfg.method, cfg.seed)} (trl)", cfg.steps,
+                        start=read_state(last)["step"] if last else 0) if main else None
     distinct_q: dict[str, int] = {}
     for q, k, _ in counts:
         distinct_q[q] = distinct_q.get(q, 0) + (k not in SENTINEL_KEYS)
@@ -495,7 +500,10 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
         row.update({"perf/tokens_per_sec": row["num_tokens"] / t_step if t_step > 0 else None,
                     "time/generate": pending["time_generate"], "time/grade": pending["time_grade"],
                     "time/update": now - pending["t_end"], "time/step": t_step})
-        assert set(row) == set(METRICS), set(row) ^ set(METRICS)
+        # the task's own rollout metrics, as obe.train logs them (the synthetic task's convention)
+        row.update(task_rollout_metrics([problem_of[r[0]] for r in rows], [r[5] for r in rows]))
+        if not set(METRICS) <= set(row):
+            raise RuntimeError(f"metrics row lacks {sorted(set(METRICS) - set(row))}: obe.train's METRICS changed")
         metrics_f.write(json.dumps(row) + "\n")
         metrics_f.flush()
         for s, r in enumerate(rows):
@@ -503,6 +511,8 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
                                          "correct": r[2], "num_tokens": r[3]}) + "\n")
         rollouts_f.flush()
         tracker.log({k: v for k, v in row.items() if v is not None}, step=step)
+        progress.update(step, reward=row["reward"], distinct=row["answers/distinct_per_group"],
+                        tokens_per_s=round(row["perf/tokens_per_sec"] or 0))
 
     def file_lengths() -> dict[str, Any]:
         for f in (metrics_f, rollouts_f):
@@ -535,6 +545,8 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
         tracker.summary(summary)
         return summary
     finally:
+        if progress is not None:
+            progress.close()
         tracker.finish()
         for f in (metrics_f, rollouts_f):
             if f is not None:
@@ -544,18 +556,26 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
 
 
 def done_record(out: str | Path) -> dict[str, Any]:
-    """done.json of a finished trl-backend run (same fields as ``obe.train --write-done``)."""
+    """done.json of a finished trl-backend run: the fields of ``obe.train --write-done`` (a test
+    compares the two), with the step read from the newest complete TRL checkpoint."""
     from obe.train import TIMING_KEYS
 
     out = Path(out).resolve()
-    cfg = json.loads((out / "config.json").read_text())
+    try:
+        cfg = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"{out}: run not started or its config.json is unreadable ({exc})") from None
     last = latest_checkpoint(out / "checkpoints")
     step = read_state(last)["step"] if last else 0
     if step != cfg["steps"] or not (out / "final" / "config.json").is_file():
         raise SystemExit(f"{out}: run not finished (checkpoint step {step} of {cfg['steps']})")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    planned = set(cfg.get("save_steps", []))
+    snaps = sorted((out / "snapshots").glob("step_*"), key=lambda p: p.name)
+    is_planned = lambda p: p.name.removeprefix("step_").isdigit() and int(p.name[5:]) in planned  # noqa: E731
     return {"steps": step, "method": cfg["method"], "seed": cfg["seed"], "final": str(out / "final"),
-            "snapshots": sorted(str(p) for p in (out / "snapshots").glob("step_*")), "metrics_rows": len(rows),
+            "snapshots": [str(p) for p in snaps if is_planned(p)],
+            "unplanned_snapshots": [str(p) for p in snaps if not is_planned(p)], "metrics_rows": len(rows),
             "last_metrics": {k: v for k, v in rows[-1].items() if k not in TIMING_KEYS} if rows else {}}
 
 
