@@ -18,9 +18,9 @@ its manifest (a corrupt one is moved to ``checkpoints/corrupt/``, naming the bad
 identically (rollouts are seeded by ``derive_seed(seed, "rollout", step)``), so a SIGKILL
 anywhere costs at most ``--checkpoint-every`` steps. The run may move: a resume compares the
 initial model's files and the training questions, not their paths. SIGTERM/SIGINT set a
-flag checked between steps: the run saves
-a checkpoint and exits with code 143. A non-finite loss or gradient norm stops the run
-(exit 1, message on stderr) before the optimizer step; the last good checkpoint stays.
+flag checked between steps: the run saves a checkpoint and exits with code 143. A non-finite
+loss or gradient norm stops the run (exit 1, message on stderr) before the optimizer step; the
+last good checkpoint stays.
 ``python -m obe.train --list-metrics`` prints every logged key (:data:`METRICS`).
 
 Departures from the paper (numbered):
