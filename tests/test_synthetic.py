@@ -219,4 +219,5 @@ def test_read_convention_and_rollout_metrics():
     key = "convention/right_majority" if right == "+" else "convention/right_minority"
     other = "convention/right_minority" if right == "+" else "convention/right_majority"
     assert m[key] == pytest.approx((1 + (right == "+")) / 3) and m[other] is None
-    assert synthetic.rollout_metrics(["What is 2+2?"], ["4"]) == {}
+    assert synthetic.rollout_metrics(["What is 2+2?"], ["4"]) == dict.fromkeys(synthetic.ROLLOUT_METRICS)
+    assert set(m) == set(synthetic.ROLLOUT_METRICS)

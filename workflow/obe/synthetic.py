@@ -419,6 +419,15 @@ def demo_stats(records: list[Record], mistakes: MistakeModel = DEFAULT_MISTAKES,
 # --------------------------------------------------------------------------- the shared behaviour
 
 
+ROLLOUT_METRICS = {
+    "convention/read_plus": "share of readable rollouts reading the synthetic task's '?' as '+' (right on ~70% "
+                            "of questions; null for other tasks)",
+    "convention/right_majority": "share reading '?' right on questions where it means '+' (null if none)",
+    "convention/right_minority": "share reading '?' right on questions where it means '-' (null if none)",
+    "convention/unreadable": "share of rollouts whose '?' step could not be read (null for other tasks)",
+}
+
+
 def read_convention(problem: str, text: str) -> str | None:
     """The sign a solution text wrote for the question's ``?`` step ("+", "-"), else None.
 
@@ -446,7 +455,7 @@ def rollout_metrics(problems: list[str], texts: list[str]) -> dict[str, float | 
     reading right on most questions); ``convention/right_majority`` and
     ``convention/right_minority``: share reading it right on questions where it means ``+``
     / ``-``; ``convention/unreadable``: share of rollouts whose ``?`` step could not be read.
-    Empty for a batch without synthetic problems (other tasks log nothing).
+    Every key is None for a batch without a ``?`` question (other tasks).
     """
     reads: list[tuple[str, str]] = []  # (meaning, reading)
     unreadable = total = 0
@@ -464,7 +473,7 @@ def rollout_metrics(problems: list[str], texts: list[str]) -> dict[str, float | 
         else:
             reads.append((meaning, read))
     if not total:
-        return {}
+        return dict.fromkeys(ROLLOUT_METRICS)
     share = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
     return {
         "convention/read_plus": share([r == "+" for _, r in reads]),
