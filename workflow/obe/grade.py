@@ -18,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+from obe.progress import Progress
 from obe.tracking import add_wandb_args, log_stage_summary
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -84,8 +85,10 @@ def grade_file(
     data: str | Path,
     out: str | Path,
     grade_fn: Callable[[str, str], Any] | None = None,
+    show_progress: bool = False,
 ) -> int:
-    """Grade ``samples`` against ``data`` into ``out`` (atomic); returns the number of rows."""
+    """Grade ``samples`` against ``data`` into ``out`` (atomic); returns the number of rows.
+    ``show_progress``: rows done, rate and ETA on stderr (obe.progress)."""
     from obe.records import read_jsonl
 
     gold = {r.id: r.answer for r in read_jsonl(str(data))}
@@ -93,13 +96,20 @@ def grade_file(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     n = 0
+    with open(samples, "rb") as f:
+        total = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    progress = Progress(f"grade {Path(samples).name}", total, unit="row") if show_progress else None
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             for row in grade_rows(read_sample_rows(samples), gold, grade_fn, source=str(samples)):
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
                 n += 1
+                if progress is not None:
+                    progress.update(n)
         os.replace(tmp, out)
     finally:
+        if progress is not None:
+            progress.close()
         if tmp.exists():
             tmp.unlink()
     return n
@@ -124,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        n = grade_file(args.samples, args.data, args.out)
+        n = grade_file(args.samples, args.data, args.out, show_progress=True)
     except (GradeStageError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
