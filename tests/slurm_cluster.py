@@ -176,6 +176,10 @@ class SlurmCluster:
             "ReturnToService=2\n"
             "SlurmdTimeout=60\n"
             "InactiveLimit=0\n"
+            # Time limits are enforced as on a real cluster: at the limit (no grace minutes,
+            # OverTimeLimit=0) every process of the job gets SIGTERM, and SIGKILL KillWait
+            # seconds later (the trainer saves a checkpoint in between; tests/test_slurm.py).
+            "OverTimeLimit=0\n"
             "KillWait=5\n"
             "GresTypes=gpu\n"
             f"NodeName={self.node} NodeHostname={self.hostname} NodeAddr=127.0.0.1"

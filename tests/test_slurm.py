@@ -4,7 +4,9 @@ The cluster (tests/slurm_cluster.py) runs slurmctld, slurmd and munged from the 
 packages with a generated configuration in a temp folder; the node is this machine with two
 GRES GPUs backed by /dev/null and /dev/zero. The whole smoke DAG goes through the repository's
 profile (slurm/config.yaml) with only the overrides a cluster without slurmdbd needs and a few
-for speed, and its outputs must equal a local run's. Without the Slurm binaries (developer
+for speed, and its outputs must equal a local run's. One training job in it outlives its time
+limit: Slurm stops it, the profile's retries resubmit it with more time, and it resumes from its
+checkpoint. Without the Slurm binaries (developer
 machines) the cluster test skips with the reason; CI installs them with .ci/install-slurm, so
 there it runs.
 """
@@ -37,7 +39,7 @@ SMOKE = ["--configfile", "configs/smoke.yaml"]
 R = "results/smoke"
 EXPECTED_RULES = {"prepare_data", "base_model", "bandits", "sample", "grade", "evaluate", "train",
                   "analysis", "report"}
-RUN_TIMEOUT_S = 600  # both runs together (they take 3.5-4.5 minutes on 2 idle cores)
+RUN_TIMEOUT_S = 900  # both runs together (they take 5.5-6.5 minutes on 2 idle cores)
 # Overrides for a cluster without slurmdbd (sacct cannot answer there) and for speed. Where a
 # Slurm job's time goes besides its rules (docs/slurm.md, "Where the time goes"): Snakemake
 # starts inside the job for the batch script and again for each rule's `srun` step (~2 s of
@@ -57,6 +59,16 @@ TEST_CLUSTER_ARGS = [
 CLUSTER_CPUS = 2
 # The rules that may ask for GPUs (config gpus_per_job): sampling and training.
 GPU_RULES = {"sample", "train"}
+# A training job killed by its time limit. The test gives training jobs a 1-minute first attempt
+# (TIME_LIMIT_CONFIG; attempt k gets k minutes, rules/common.smk) and makes the trainer of
+# SLOW_RUN idle SLOW_STEP_S after each of its 4 steps (OBE_TEST_STEP_SLEEP, a test-only hook in
+# obe.train), so that attempt 1 cannot finish: at the limit Slurm sends SIGTERM, the trainer saves
+# a checkpoint and exits 143 (KillWait later Slurm would SIGKILL it), the job ends TIMEOUT, the
+# profile's `retries` resubmit it with 2 minutes and it resumes. The batch method, because its
+# bonus gives gradients even when no smoke rollout is correct (GRPO's are then all zero).
+SLOW_RUN = "batch__s0"
+SLOW_STEP_S = 20
+TIME_LIMIT_CONFIG = "resources:\n  train: {runtime: 1}\n"
 
 
 def snakemake_cmd() -> list[str]:
@@ -202,6 +214,8 @@ def result_files(results: Path, tree: Path) -> dict[str, bytes]:
     }
 
 
+# A failed job's logs as Snakemake prints them (show-failed-logs), each between two 80-character rules.
+FAILED_LOG = re.compile(r"^Logfile .*:\n={80}\n.*?^={80}\n", flags=re.M | re.S)
 # Outputs computed before anything is graded: equal even when grading timeouts differ.
 BEFORE_GRADING = ("data/", "base_model/", "samples/base/")
 # JSON fields that measure the run rather than compute the result.
@@ -304,15 +318,19 @@ def test_smoke_dag_through_slurm_matches_local_run(cluster, tmp_path):
     local_cmd = [*snakemake_cmd(), "--cores", "2", *SMOKE]
     # The literal user command plus the test cluster's overrides. gpus_per_job=1 makes the
     # sampling and training jobs ask for a GPU (a fake GRES; the code still runs on the CPU)
-    # so that the request goes through sbatch and the scheduler.
-    cmd = [*snakemake_cmd(), "--cores", "all", "--profile", "slurm", *SMOKE,
+    # so that the request goes through sbatch and the scheduler. time_limit.yaml and the
+    # trainer's test hook make SLOW_RUN's training job outlive its first time limit.
+    (slurm_tree / "time_limit.yaml").write_text(TIME_LIMIT_CONFIG)
+    cmd = [*snakemake_cmd(), "--cores", "all", "--profile", "slurm", *SMOKE, "time_limit.yaml",
            "--config", "gpus_per_job=1", *TEST_CLUSTER_ARGS]
+    slow_method = SLOW_RUN.split("__")[0]
+    slurm_env = {**run_env(cluster.env), "OBE_TEST_STEP_SLEEP": f"{slow_method}:{SLOW_STEP_S}"}
     with open(local_log, "w") as local_fh, open(slurm_log, "w") as slurm_fh:
         local = subprocess.Popen(
             local_cmd, cwd=local_tree, env=env, stdout=local_fh, stderr=subprocess.STDOUT,
         )
         slurm = subprocess.Popen(
-            cmd, cwd=slurm_tree, env=run_env(cluster.env), stdout=slurm_fh, stderr=subprocess.STDOUT,
+            cmd, cwd=slurm_tree, env=slurm_env, stdout=slurm_fh, stderr=subprocess.STDOUT,
         )
         ran_out = False
         try:
@@ -349,46 +367,62 @@ def test_smoke_dag_through_slurm_matches_local_run(cluster, tmp_path):
 
     # 1. every job went through sbatch, alone or in a group job: slurmctld knows the Slurm
     #    job, it ran on the test node, its log is where the plugin puts it and names the
-    #    Snakemake jobs it ran (each planned job exactly once), and its resources became
-    #    sbatch options.
-    log_text = slurm_log.read_text(errors="replace")
+    #    Snakemake jobs it ran (each planned job once per attempt), and its resources became
+    #    sbatch options. A job is retried only after its time limit (the profile's retries).
+    # Snakemake's own lines, without the logs of failed jobs it prints (show-failed-logs)
+    full_log = slurm_log.read_text(errors="replace")
+    log_text = FAILED_LOG.sub("", full_log)
     planned = planned_jobs(log_text)
     planned_rules = {j["rule"] for j in planned.values()}
     assert planned_rules == EXPECTED_RULES, (planned_rules, log_text[-3000:])
     by_target = {(j["rule"], tuple(sorted(j["wildcards"].items()))): sm_id for sm_id, j in planned.items()}
     assert len(by_target) == len(planned), "two planned jobs with the same rule and wildcards"
-    # Snakemake job (or group job) id -> Slurm job id, as the plugin reports each sbatch
-    slurm_ids = dict(re.findall(r"Job (\S+) has been submitted with SLURM jobid (\d+)", log_text))
+    # (Snakemake job or group job id, Slurm job id) of each sbatch the plugin reports
+    submissions = set(re.findall(r"Job (\S+) has been submitted with SLURM jobid (\d+)", log_text))
     jobs = {j["JobId"]: j for j in scontrol_jobs(cluster) if j.get("WorkDir") == str(slurm_tree)}
-    assert set(jobs) == set(slurm_ids.values()) and len(jobs) == len(slurm_ids), (sorted(jobs), slurm_ids)
-    ran_in = {}  # Snakemake job id -> the Slurm job that ran it
-    gpu_rules = set()
-    for slurm_id, job in jobs.items():
+    assert set(jobs) == {s for _, s in submissions} and len(jobs) == len(submissions), (sorted(jobs), submissions)
+    ran_in: dict[str, list[str]] = {}  # Snakemake job id -> the Slurm jobs that ran it, in submission order
+    members_of: dict[str, tuple[list[str], str | None]] = {}  # Slurm job id -> its Snakemake jobs, group id
+    for slurm_id in sorted(jobs, key=int):
+        job = jobs[slurm_id]
         log = Path(job["StdOut"])
         assert log.is_file() and slurm_tree / ".snakemake" / "slurm_logs" in log.parents, job
-        targets, group_id = job_log_targets(log)
+        targets, group_id, attempt = job_log_targets(log)
         sm_ids = []
         for rule, wildcards in targets:
             sm_id = by_target.get((rule, tuple(sorted(wildcards.items()))))
             assert sm_id is not None, f"Slurm job {slurm_id} ran {rule} {wildcards}, which was not planned"
-            assert sm_id not in ran_in, f"{rule} {wildcards} ran in Slurm jobs {ran_in[sm_id]} and {slurm_id}"
-            ran_in[sm_id] = slurm_id
+            ran_in.setdefault(sm_id, []).append(slurm_id)
+            assert attempt == len(ran_in[sm_id]), f"Slurm job {slurm_id} ran {rule} {wildcards} as attempt {attempt}"
             sm_ids.append(sm_id)
         assert sm_ids, f"Slurm job {slurm_id} ran no Snakemake job ({log})"
         # the plugin's sbatch for this Snakemake job, or for the group job holding its members
-        assert slurm_ids.get(group_id or sm_ids[0]) == slurm_id, (slurm_id, group_id, targets)
+        assert (group_id or sm_ids[0], slurm_id) in submissions, (slurm_id, group_id, targets)
+        members_of[slurm_id] = sm_ids, group_id
+    assert set(ran_in) == set(planned), (
+        f"Snakemake jobs that no Slurm job ran: {sorted(planned[i]['rule'] for i in set(planned) - set(ran_in))}"
+    )
+    gpu_rules = set()
+    for slurm_id, (sm_ids, group_id) in members_of.items():
+        job = jobs[slurm_id]
         members = [planned[i] for i in sm_ids]
         rules = [m["rule"] for m in members]
+        attempt = ran_in[sm_ids[0]].index(slurm_id) + 1
         assert len(members) == 1 or group_id, f"Slurm job {slurm_id} ran {rules} without being a group job"
         assert job["Comment"].startswith("rule_") and all(r in job["Comment"] for r in rules), (rules, job)
-        assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", job
+        if slurm_id == ran_in[sm_ids[0]][-1]:
+            assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", job
+        else:  # an attempt that was retried: only a time limit may have ended it
+            assert job["JobState"] == "TIMEOUT", (rules, job)
+            assert "DUE TO TIME LIMIT" in Path(job["StdOut"]).read_text(errors="replace"), job["StdOut"]
         assert job["Partition"] == cluster.partition and job["NodeList"] == cluster.node, job
         # A job's resources became sbatch options (mem_mb -> --mem, runtime -> -t, threads ->
         # --cpus-per-task, gpu -> --gpus). The members of a group job (the profile's groups:
         # grade -> evaluate of one checkpoint, analysis -> report) run one after another, so it
         # asks for the most memory, threads and GPUs of any member and their summed runtime.
+        # Attempt k asks for k x the configured runtime (rules/common.smk).
         mem_mb = max(int(m["resources"]["mem_mb"]) for m in members)
-        runtime = sum(int(m["resources"]["runtime"]) for m in members)
+        runtime = attempt * sum(int(m["resources"]["runtime"]) for m in members)
         threads = max(m["threads"] for m in members)
         gpus = max(int(m["resources"].get("gpu", 0) or 0) for m in members)
         assert job["MinMemoryNode"] == f"{mem_mb}M", (rules, mem_mb, job)
@@ -400,17 +434,45 @@ def test_smoke_dag_through_slurm_matches_local_run(cluster, tmp_path):
         if gpus:
             assert f"gres:gpu:{gpus}" in tres, (rules, gpus, job)
             gpu_rules |= GPU_RULES & set(rules)
-    assert set(ran_in) == set(planned), (
-        f"Snakemake jobs that no Slurm job ran: {sorted(planned[i]['rule'] for i in set(planned) - set(ran_in))}"
-    )
     assert gpu_rules == GPU_RULES, f"GPU jobs: {gpu_rules}, expected {GPU_RULES}"
     submitted = re.findall(r"_slurm_rpc_submit_batch_job: JobId=(\d+)", cluster.slurmctld_log())
     assert set(jobs) <= set(submitted)
+
+    # 1b. the slow training job: its first attempt was stopped by Slurm at the time limit
+    #     (1 minute), the second (2 minutes) resumed from the checkpoint the first left behind.
+    slow_id = by_target[("train", (("method", slow_method), ("seed", SLOW_RUN.split("__s")[1])))]
+    slow_jobs = [jobs[i] for i in ran_in[slow_id]]
+    assert len(slow_jobs) >= 2 and slow_jobs[0]["JobState"] == "TIMEOUT", [j["JobState"] for j in slow_jobs]
+    assert [j["TimeLimit"] for j in slow_jobs[:2]] == [slurm_minutes(1), slurm_minutes(2)], slow_jobs
+    train_log = (slurm_tree / R / "logs" / "train" / f"{SLOW_RUN}.log").read_text()
+    resumed = re.search(r"obe\.train: resuming from (\S+)/checkpoints/step_(\d+) \(step (\d+)\)", train_log)
+    assert resumed, f"the retried training job did not resume from a checkpoint:\n{train_log}"
+    resume_step = int(resumed.group(3))
+    # attempt 1's own log, which Snakemake printed when the job failed: the trainer got SIGTERM
+    # and saved the checkpoint that attempt 2 resumed from
+    saved = re.findall(r"obe\.train: signal 15 received; checkpoint saved at step (\d+), exiting", full_log)
+    assert saved == [str(resume_step)], (saved, resume_step, "the trainer did not save at SIGTERM before KillWait")
+    metrics = jsonl((slurm_tree / R / "train" / SLOW_RUN / "metrics.jsonl").read_bytes())
+    assert [row["step"] for row in metrics] == list(range(1, len(metrics) + 1)) and 0 < resume_step < len(metrics)
+    # the run had gradients (the batch bonus), so its weights and AdamW moments move and equal
+    # outputs below are not those of a frozen model
+    assert any(row["grad_norm"] > 0 for row in metrics), metrics
 
     # 2. same results as the local run: every output file equal (JSON compared without its
     #    timing fields, the report without its generation time; logs and benchmarks left out).
     local_files = result_files(local_tree / R, local_tree)
     slurm_files = result_files(slurm_tree / R, slurm_tree)
+    # The checkpoint the slow run resumed from may be one saved at SIGTERM between the regular
+    # ones (checkpoint_every); the trainer keeps the newest 2, so it stands in for an older one.
+    extra = sorted(set(slurm_files) - set(local_files))
+    missing = sorted(set(local_files) - set(slurm_files))
+    ck = f"train/{SLOW_RUN}/checkpoints/step_"
+    assert all(n.startswith(f"{ck}{resume_step}/") for n in extra), extra
+    assert all(n.startswith(ck) and int(n[len(ck):].split("/")[0]) < resume_step for n in missing), missing
+    for name in extra:
+        del slurm_files[name]
+    for name in missing:
+        del local_files[name]
     assert sorted(local_files) == sorted(slurm_files), "the runs wrote different files"
     assert "report.html" in local_files, f"the DAG's target is missing: {sorted(local_files)}"
     differing = [name for name in local_files if not same_output(name, local_files[name], slurm_files[name])]
@@ -434,7 +496,8 @@ def test_smoke_dag_through_slurm_matches_local_run(cluster, tmp_path):
             f"exactly: {', '.join(BEFORE_GRADING)} and every other output; differing: {differing}"
         )
 
-    print(f"smoke DAG via Slurm + local reference: {elapsed:.0f} s, {len(jobs)} Slurm jobs")
+    print(f"smoke DAG via Slurm + local reference: {elapsed:.0f} s, {len(jobs)} Slurm jobs; {SLOW_RUN} "
+          f"stopped at {slow_jobs[0]['RunTime']} and resumed from step {resume_step} of {len(metrics)}")
 
 
 def planned_jobs(log_text: str) -> dict[str, dict]:
@@ -445,8 +508,8 @@ def planned_jobs(log_text: str) -> dict[str, dict]:
     for m in re.finditer(pattern, log_text, flags=re.M):
         indent, rule, body = m.group(1), m.group(2), m.group(3)
         jobid = re.search(r"^\s+jobid: (\d+)", body, flags=re.M)
-        if rule == "all" or not jobid:
-            continue
+        if rule == "all" or not jobid or jobid.group(1) in jobs:
+            continue  # a retried job is printed again, with its attempt's runtime: keep attempt 1
         resources = re.search(r"^\s+resources: (.*)$", body, flags=re.M)
         res_text = resources.group(1) if resources else None
         wildcards = re.search(r"^\s+wildcards: (.*)$", body, flags=re.M)
@@ -468,24 +531,26 @@ def key_values(text: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in text.split(", ") if "=" in item)
 
 
-def job_log_targets(log: Path) -> tuple[list[tuple[str, dict[str, str]]], str | None]:
+def job_log_targets(log: Path) -> tuple[list[tuple[str, dict[str, str]]], str | None, int]:
     """What one Slurm job ran, from its log: the Snakemake command of the batch script (printed
-    first) names each rule and wildcards it runs (--target-jobs) and, for a group job, the
-    group job's id (--local-groupid)."""
+    first) names each rule and wildcards it runs (--target-jobs), for a group job the group
+    job's id (--local-groupid), and the attempt (--attempt)."""
     command = re.search(r"^\s*Command: (.*)$", log.read_text(errors="replace"), flags=re.M)
     assert command, f"no Snakemake command in {log}"
     argv = shlex.split(command.group(1))
-    targets, group_id = [], None
+    targets, group_id, attempt = [], None, 1
     for i, arg in enumerate(argv):
         if arg == "--local-groupid":
             group_id = argv[i + 1]
+        if arg == "--attempt":
+            attempt = int(argv[i + 1])
         if arg == "--target-jobs":
             for spec in argv[i + 1:]:
                 if spec.startswith("--"):
                     break
                 rule, _, wildcards = spec.partition(":")
                 targets.append((rule, dict(w.split("=", 1) for w in wildcards.split(",") if w)))
-    return targets, group_id
+    return targets, group_id, attempt
 
 
 def slurm_minutes(minutes: int) -> str:
