@@ -151,6 +151,7 @@ def train_args(method, seed):
         "mu": t["mu"],
         "checkpoint-every": t["checkpoint_every"],
         "engine": t["engine"],
+        "reward-extract": t.get("reward_extract", "math_verify"),
         "micro-batch": t.get("micro_batch", 0),
         "rollout-batch": t.get("rollout_batch", 0),
         "log-completions-every": t.get("log_completions_every", 0),

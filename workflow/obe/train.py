@@ -70,7 +70,7 @@ from obe import checkpoint as ckpt
 from obe.advantages import AdvantageConfig, binary_rewards
 from obe.bonuses import BONUSES, ExplorationConfig, apply_exploration
 from obe.counts import OutcomeCounts
-from obe.grading import SENTINEL_KEYS, grade
+from obe.grading import EXTRACT_MODES, SENTINEL_KEYS, ExtractConfig, grade
 from obe.fastlm import ENGINES, LeanLM, resolve_engine
 from obe.loss import LossConfig, policy_loss, token_entropy, token_logprobs
 from obe.progress import Progress
@@ -117,6 +117,7 @@ METRICS: dict[str, str] = {
     "completions/clipped_ratio": "fraction of samples truncated at max_new_tokens (no EOS)",
     "num_tokens": "completion tokens in the batch",
     "perf/tokens_per_sec": "completion tokens / step wall time (timing: differs between runs)",
+    "perf/peak_memory_gb": "peak memory so far, GB: GPU memory torch allocated (cuda), else the process's host RSS",
     "time/generate": "seconds spent sampling (timing)",
     "time/grade": "seconds spent grading (timing)",
     "time/update": "seconds spent in forward/backward/optimizer (timing)",
@@ -182,6 +183,7 @@ class TrainConfig:
     threads: int = 2
     device: str = "cpu"
     engine: str = "auto"
+    reward_extract: str = "math_verify"
     experiment: str = "default"
     wandb_dir: str = ""
     on_config_change: str = "error"
@@ -266,11 +268,13 @@ HELP = {
     "threads": "torch CPU threads", "device": "torch device of the policy (cpu, cuda, ...)",
     "engine": "rollouts and log-probs: lean (obe.fastlm, Llama/Qwen2 only), hf (model.generate + HF forward), "
               "auto (lean on CPU when the model is supported, else hf)",
+    "reward_extract": "where a reward's answer is read: math_verify (the last box, else Math-Verify's extraction) "
+                      "or boxed (only a complete \\boxed{} counts)",
     "experiment": "W&B group", "wandb_dir": "W&B directory (default OUT)",
     "on_config_change": "a checkpoint made with another config: error (refuse) or restart (set the old run aside in OUT/superseded/, start over)",
     "debug_nan_step": "TESTING ONLY: make the loss NaN at this step (0 = off)",
 }
-CHOICES = {"method": sorted(BONUSES), "engine": list(ENGINES), "dtype": list(DTYPES),
+CHOICES = {"method": sorted(BONUSES), "engine": list(ENGINES), "dtype": list(DTYPES), "reward_extract": list(EXTRACT_MODES),
            "master_weights": list(MASTER_WEIGHTS), "use_chat_template": list(CHAT_TEMPLATE_MODES), "on_config_change": ["error", "restart"], "lr_schedule": ["constant", "cosine"], "scale": ["group", "none"],
            "std": ["population", "sample"], "agg": ["token_mean", "seq_mean_token_mean", "dr_grpo"]}
 
@@ -358,6 +362,16 @@ def forward_logits(model, prompt_ids, prompt_mask, comp_ids, comp_mask, lean: Op
     T = comp_ids.shape[1]
     out = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=T + 1, use_cache=False)
     return out.logits[:, :-1].float()  # log-softmax over the vocabulary in fp32 (a no-op in fp32)
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """Peak memory of this process so far (GB): what torch allocated on a CUDA device, else the
+    host's resident set (Linux reports ru_maxrss in KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
 
 def compute_dtype_of(cfg: TrainConfig) -> torch.dtype:
@@ -650,7 +664,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             t1 = time.perf_counter()
 
             # -- reward --------------------------------------------------------------
-            graded = [grade(text, records[idx[s // n]].answer) for s, text in enumerate(ro.texts)]
+            graded = [grade(text, records[idx[s // n]].answer, config=ExtractConfig(cfg.reward_extract))
+                      for s, text in enumerate(ro.texts)]
             keys_Bn = [[g.outcome_key for g in graded[b * n:(b + 1) * n]] for b in range(B)]
             rewards_Bn = binary_rewards([[g.correct for g in graded[b * n:(b + 1) * n]] for b in range(B)])
             t2 = time.perf_counter()
@@ -755,8 +770,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             # the task's own rollout metrics (the synthetic task: its shared convention's reading rate)
             row.update(task_rollout_metrics([records[idx[s // n]].problem for s in range(S)], ro.texts))
             t4 = time.perf_counter()
-            row.update({"perf/tokens_per_sec": total_tokens / (t4 - t0), "time/generate": t1 - t0, "time/grade": t2 - t1,
-                        "time/update": t3 - t2, "time/step": t4 - t0})
+            row.update({"perf/tokens_per_sec": total_tokens / (t4 - t0), "perf/peak_memory_gb": peak_memory_gb(dev),
+                        "time/generate": t1 - t0, "time/grade": t2 - t1, "time/update": t3 - t2, "time/step": t4 - t0})
             metrics_f.write(json.dumps(row) + "\n")
             metrics_f.flush()
             for s, g in enumerate(graded):
