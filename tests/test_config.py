@@ -118,3 +118,14 @@ def test_evaluation_step_equal_to_the_last_step_is_allowed(default_config):
     cfg["train"]["steps"] = 100
     cfg["evaluation"]["steps"] = [50, 100]
     validate_config(cfg)
+
+
+@pytest.mark.parametrize("key,value", [("sharding", "zero3"), ("colocate_vllm", 0.4)])
+def test_sharding_and_colocated_vllm_need_the_trl_backend(default_config, key, value):
+    cfg = copy.deepcopy(default_config)
+    cfg["hardware"] = {"gpu": "H100-80GB", "gpu_memory_gb": 80, "gpus": 8, key: value}
+    cfg["train"]["backend"] = "obe"
+    with pytest.raises(ConfigError, match=rf"hardware\.{key}: .* needs train\.backend: trl"):
+        validate_config(cfg)
+    cfg["train"]["backend"] = "trl"
+    validate_config(cfg)

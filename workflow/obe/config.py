@@ -74,6 +74,15 @@ def validate_config(config: Mapping[str, Any]) -> None:
         if not 0 < step <= last:  # a snapshot that training never writes: the step would be dropped silently
             raise ConfigError(f"config error at evaluation.steps.{i}: step {step} is outside (0, train.steps = {last}]; "
                               f"evaluate steps up to the last one (the last one is always evaluated)")
+    # Sharded training and colocated vLLM exist only in the trl backend: obe.train would ignore
+    # them and run out of memory where docs/scale.md counted on them.
+    hw = config.get("hardware") or {}
+    if config["train"].get("backend", "obe") == "obe":
+        for key, off in (("sharding", "none"), ("colocate_vllm", None)):
+            if hw.get(key, off) != off:
+                raise ConfigError(f"config error at hardware.{key}: {hw[key]!r} needs train.backend: trl "
+                                  f"(obe.train is one process without vLLM); set train.backend: trl or "
+                                  f"hardware.{key}: {off if off is not None else 'null'}")
 
 
 def load_config(*paths: str) -> dict[str, Any]:
