@@ -55,7 +55,7 @@ from obe import checkpoint as ckpt
 from obe.advantages import binary_rewards
 from obe.bonuses import apply_exploration
 from obe.counts import OutcomeCounts
-from obe.grading import SENTINEL_KEYS, grade
+from obe.grading import SENTINEL_KEYS, ExtractConfig, grade
 from obe.sampling import derive_seed
 
 TRL_VERSION = "1.16.0"  # the version whose private methods we override (see PINNED_SOURCES)
@@ -127,16 +127,18 @@ def _make_trainer_class():
         """``GRPOTrainer`` whose advantages are obe's (:func:`obe.bonuses.apply_exploration`).
 
         Extra arguments: ``exploration`` (:class:`obe.bonuses.ExplorationConfig`),
-        ``advantage`` (:class:`obe.advantages.AdvantageConfig`), ``counts`` / ``solved``
+        ``advantage`` (:class:`obe.advantages.AdvantageConfig`), ``extract`` (the
+        :class:`obe.grading.ExtractConfig` of the rewards; None: grade's default), ``counts`` / ``solved``
         (restored state, else empty), ``on_rollouts(info)`` (called on every rank after each
         training batch's advantages with the gathered batch; the CLI logs with it). The
         dataset needs ``prompt``, ``answer`` and ``question_id`` columns.
         """
 
         def __init__(self, *args, exploration, advantage, counts: Optional[OutcomeCounts] = None,
-                     solved: Sequence[str] = (), on_rollouts=None, **kwargs):
+                     solved: Sequence[str] = (), on_rollouts=None, extract=None, **kwargs):
             check_trl_version()
             self.exploration, self.advantage = exploration, advantage
+            self.extract = extract if extract is not None else ExtractConfig()
             self.counts = counts if counts is not None else OutcomeCounts()
             self.solved: set[str] = set(solved)
             self.on_rollouts = on_rollouts
@@ -147,7 +149,7 @@ def _make_trainer_class():
         def correct(self, prompts, completions, answer, question_id, **kwargs) -> list[float]:
             """Reward 1/0 by obe.grading.grade; keeps the graded results for the advantages."""
             t = time.perf_counter()
-            graded = [grade(c, a) for c, a in zip(completions, answer)]
+            graded = [grade(c, a, config=self.extract) for c, a in zip(completions, answer)]
             self._graded.extend(zip(question_id, graded, completions))
             self._grade_s += time.perf_counter() - t
             return [float(g.correct) for g in graded]
@@ -230,6 +232,10 @@ def _make_trainer_class():
 
 
 _TRAINER_CLASS = None
+
+
+class _AlreadyTrained(Exception):
+    """Raised before a step beyond ``steps`` (a run resumed from its last checkpoint)."""
 
 
 def trainer_class():
@@ -364,7 +370,7 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
     from obe.tracking import NullTracker, relog_rows, resumable_run_id, run_name, start_run
     from obe.progress import Progress
     from obe.synthetic import rollout_metrics as task_rollout_metrics
-    from obe.train import METRICS, config_mismatch
+    from obe.train import METRICS, config_mismatch, peak_memory_gb
 
     check_trl_version()
     torch.set_num_threads(cfg.threads)
@@ -445,6 +451,8 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
         """obe's per-step row, rollouts, snapshots (main process writes)."""
 
         def on_step_begin(self, args, state, control, **kw):
+            if state.global_step >= cfg.steps:  # resumed from the last step's checkpoint (killed before final/)
+                raise _AlreadyTrained  # HF would train one step more when that step is mid-epoch
             pending["t_begin"] = time.perf_counter()
 
         def on_log(self, args, state, control, logs=None, **kw):
@@ -498,6 +506,7 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
         now = time.perf_counter()
         t_step = now - pending.get("t_begin", now)
         row.update({"perf/tokens_per_sec": row["num_tokens"] / t_step if t_step > 0 else None,
+                    "perf/peak_memory_gb": peak_memory_gb(trainer.accelerator.device),
                     "time/generate": pending["time_generate"], "time/grade": pending["time_grade"],
                     "time/update": now - pending["t_end"], "time/step": t_step})
         # the task's own rollout metrics, as obe.train logs them (the synthetic task's convention)
@@ -526,10 +535,14 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
     trainer = Trainer(model=cfg.model, args=args, processing_class=tokenizer,
                       train_dataset=train_dataset(records, cfg.prompt_template), exploration=cfg.exploration(),
                       advantage=cfg.advantage(), counts=counts, solved=solved, on_rollouts=on_rollouts,
+                      extract=ExtractConfig(cfg.reward_extract),
                       callbacks=[Outputs()], peft_config=peft_config(extra), rollout_func=rollout_func)
     trainer.obe_state_extra = file_lengths
     try:
-        trainer.train(resume_from_checkpoint=str(last) if last else None)
+        try:
+            trainer.train(resume_from_checkpoint=str(last) if last else None)
+        except _AlreadyTrained:  # the checkpoint's weights are loaded: only final/ is missing
+            pass
         newest = latest_checkpoint(ck_root)
         if newest is None or read_state(newest)["step"] != trainer.state.global_step:  # the last step's checkpoint
             trainer._save_checkpoint(trainer.model, None)
@@ -600,6 +613,8 @@ def parse(argv: Optional[Sequence[str]] = None):
         print()
     known, rest = ap.parse_known_args(argv)
     cfg, args = resolve_config(rest)
+    if cfg is None:  # --write-done / --list-metrics
+        return None, {}, args
     extra = {name: getattr(cfg, name) if name in own else getattr(known, name) for name in EXTRA}
     return cfg, extra, args
 
