@@ -55,10 +55,15 @@ def encode_completion(tok, text: str, max_new: int) -> list[int]:
 
 
 class FixedRollouts:
-    """A ``rollout_func(prompts, trainer)`` for TRL serving :func:`completion_text`."""
+    """A ``rollout_func(prompts, trainer)`` for TRL serving :func:`completion_text`.
 
-    def __init__(self, tok, gold_by_prompt: dict[str, str], max_new: int, kill_at_step: int = 0):
+    ``by="position"``: the row's position in the global batch (same completions whatever the
+    number of processes); ``by="occurrence"`` (one process): the k-th copy of a prompt in the
+    step's batch (same completions whatever the order the sampler put the prompts in)."""
+
+    def __init__(self, tok, gold_by_prompt: dict[str, str], max_new: int, kill_at_step: int = 0, by: str = "position"):
         self.tok, self.gold, self.max_new, self.kill_at_step = tok, gold_by_prompt, max_new, kill_at_step
+        self.by = by
 
     def __call__(self, prompts, trainer):
         step = trainer.state.global_step + 1
@@ -66,9 +71,12 @@ class FixedRollouts:
             os.kill(os.getpid(), signal.SIGKILL)
         base = trainer.accelerator.process_index * len(prompts)
         out = {"prompt_ids": [], "completion_ids": [], "logprobs": None}
+        seen: dict[str, int] = {}
         for i, p in enumerate(prompts):
+            seen[p] = seen.get(p, -1) + 1
+            pos = base + i if self.by == "position" else seen[p]
             out["prompt_ids"].append(self.tok(p)["input_ids"])
-            out["completion_ids"].append(encode_completion(self.tok, completion_text(p, self.gold[p], step, base + i),
+            out["completion_ids"].append(encode_completion(self.tok, completion_text(p, self.gold[p], step, pos),
                                                            self.max_new))
         return out
 
