@@ -2,8 +2,12 @@
 
 (a) MATH-500 gold answers against themselves re-formatted (boxed, spaces, \\dfrac, ...);
 (b) a realistic mix of model-like outputs: correct and incorrect, numbers and LaTeX, some with no
-answer, some truncated. Cold = empty caches and fresh workers (their imports excluded, as
-``warm_up`` does them at trainer start); warm = the same inputs again. "grade" calls
+answer, some truncated;
+(c) a free-text mix: responses without a box (lm-eval's Minerva "Final Answer: The final answer
+is $X$. I hope it is correct.", "the answer is $X$", display math, a <think> block before the
+answer), which go through Math-Verify's extraction in the worker.
+Cold = empty caches and fresh workers (their imports excluded, as ``warm_up`` does them at
+trainer start); warm = the same inputs again. "grade" calls
 ``grade`` once per response; "batch" calls ``grade_many`` on chunks of ``--batch`` responses
 (available to the grading stage and the trainer), which spreads worker calls over the worker pool.
 
@@ -78,6 +82,29 @@ def build_mix(golds: list[str], per_problem: int, seed: int = 0) -> list[tuple[s
     return items
 
 
+def build_free_text_mix(golds: list[str], per_problem: int, seed: int = 0) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    lead = "We set up the equation and simplify step by step. "
+    items = []
+    for gold in golds:
+        for _ in range(per_problem):
+            ans = reformat(gold, rng) if rng.random() < 0.55 else perturb(gold, rng, golds)
+            u = rng.random()
+            if u < 0.35:
+                body = f"Final Answer: The final answer is ${ans}$. I hope it is correct."
+            elif u < 0.6:
+                body = f"Therefore, the answer is ${ans}$."
+            elif u < 0.75:
+                body = f"Putting it together we obtain \\[ {ans} \\]"
+            elif u < 0.9:
+                body = f"<think>maybe \\boxed{{{perturb(gold, rng, golds)}}}, let me check again</think> So the answer is $\\boxed{{{ans}}}$."
+            else:
+                body = "I could not finish the computation in time, so I will stop here"
+            items.append((lead * rng.randint(2, 12) + body, gold))
+    rng.shuffle(items)
+    return items
+
+
 def rate(items: list[tuple[str, str]]) -> float:
     start = time.perf_counter()
     for response, gold in items:
@@ -104,8 +131,9 @@ def main() -> None:
     suites = {
         "math500-reformatted": [(f"The answer is $\\boxed{{{reformat(g, rng)}}}$.", g) for g in golds],
         "model-mix": build_mix(golds, args.per_problem),
+        "free-text-mix": build_free_text_mix(golds, args.per_problem // 2),
     }
-    print(f"cpus={os.cpu_count()} repeats={args.repeats} timeout={G.DEFAULT_TIMEOUT_S}s workers={G.WORKERS} "
+    print(f"cpus={os.cpu_count()} repeats={args.repeats} cpu budget={G.DEFAULT_TIMEOUT_S}s workers={G.WORKERS} "
           f"load={os.getloadavg()[0]:.1f}")
     for name, items in suites.items():
         cold, warm, cold_b, calls = [], [], [], []

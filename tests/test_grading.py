@@ -122,7 +122,7 @@ FREE_TEXT = [
     ("$9$", "9"), ("Answer \\[ 9 \\]", "9"), ("Answer \\( (9+1) \\)", "(9+1)"),
     ("Therefore $x \\geq 5$ is the solution.", "x \\geq 5"), ("The answer is 34", "34"),
     ("Final Answer: The largest $n$ is 34.", "34"),
-    ("Final Answer: The final answer is $14{,}916$. I hope it is correct.", "14,916"),
+    ("Final Answer: The final answer is $14{,}916$. I hope it is correct.", "14{,}916"),
     ("Final Answer: The final answer is 12,000,023. I hope it is correct. <|im_start|>user", "12000023"),
     ("The identity matrix is $ \\begin{pmatrix}1 & 0 \\\\ 0 & 1\\end{pmatrix} $.",
      "\\begin{pmatrix}1 & 0 \\\\ 0 & 1\\end{pmatrix}"),

@@ -130,11 +130,11 @@ _PROSE_WORD_RE = re.compile(r"[A-Za-z]{2,}")
 _STRUCTURE_RE = re.compile(r"[A-Za-z\\{}\[\]=<>]|\(.*,")  # letters, commands, braces, relations, tuples
 
 
-def _final_boxes(text: str) -> str | None:
+def _final_boxes(text: str, spans: list[tuple[int, int, str]] | None = None) -> str | None:
     """The last box, joined with the boxes right before it that only "and"/commas separate."""
     from obe.latex import boxed_spans
 
-    spans = boxed_spans(text)
+    spans = boxed_spans(text) if spans is None else spans
     if not spans:
         return None
     run = [spans[-1]]
@@ -154,18 +154,21 @@ def _strip_think(text: str) -> str:
 
 def _needs_worker_extraction(text: str, config: ExtractConfig) -> tuple[str | None, bool]:
     """(the boxed answer, whether Math-Verify's extraction in the worker must decide)."""
+    from obe.latex import boxed_spans
+
     text = _strip_think(text)
-    boxed = _final_boxes(text)
+    spans = boxed_spans(text)
+    boxed = _final_boxes(text, spans)
     if config.mode == "boxed":
         return boxed, False
+    if text.rfind("boxed{") >= (spans[-1][1] if spans else 0) and "boxed{" in text:
+        return boxed, False  # cut off while writing the answer's box: the last complete box or none
     if boxed is None:
         if _is_bare_answer(text):
             return text.strip(), False  # the whole response is the answer: "x = 2", "odd $n$"
         return None, True
-    from obe.latex import boxed_spans
-
-    tail = text[boxed_spans(text)[-1][1] :]
-    return boxed, bool(_MINERVA_TAIL_RE.search(tail))
+    tail = text[spans[-1][1] :]
+    return boxed, "I hope" in tail and bool(_MINERVA_TAIL_RE.search(tail))
 
 
 def extract(text: str, config: ExtractConfig = ExtractConfig(), *, timeout: float = DEFAULT_TIMEOUT_S) -> str | None:
@@ -238,7 +241,7 @@ _UNIT_WORDS = (
 _UNIT_WORD_RE = re.compile(
     r"(?<=[\d}.])\s+(?:" + "|".join(_UNIT_WORDS) + r")(?:\^\{?[23]\}?)?\.?\s*$", re.IGNORECASE)
 _THOUSANDS_RE = re.compile(r"[-+]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?")  # 12,000,023 (no spaces)
-_SEP_BANG_RE = re.compile(r",\\!\s*")  # 11,\! 111,\! 100: a typeset thousands separator
+_SEP_BANG_RE = re.compile(r",\s*\\!\s*")  # 11,\! 111,\! 100: a typeset thousands separator
 _SPACE_RE = re.compile(r"\s+")
 _ESCAPED_SPACE_RE = re.compile(r"(?<!\\)\\ ")  # "\ " but not the row break "\\\\ " of a matrix
 _DROP_SPACE_RE = re.compile(r"(?<![A-Za-z]) | (?![A-Za-z])")
@@ -317,7 +320,7 @@ def normalize(answer: str, *, keep_assignment: bool = False) -> str:
     s = s.strip().strip("$").strip()
     if s.startswith("\\[") and s.endswith("\\]") or s.startswith("\\(") and s.endswith("\\)"):
         s = s[2:-2]
-    if ",\\!" in s:
+    if "\\!" in s:
         s = _SEP_BANG_RE.sub(",", s)
     for old, new in _REPLACEMENTS:
         if old in s:
@@ -601,6 +604,7 @@ class _LRU:
 _EQ_CACHE = _LRU(CACHE_SIZE)
 _KEY_CACHE = _LRU(CACHE_SIZE)
 _EXTRACT_CACHE = _LRU(CACHE_SIZE)
+_GOLD_CACHE = _LRU(CACHE_SIZE)
 
 
 def clear_caches(worker: bool = False) -> None:
@@ -609,8 +613,10 @@ def clear_caches(worker: bool = False) -> None:
     _EQ_CACHE.clear()
     _KEY_CACHE.clear()
     _EXTRACT_CACHE.clear()
+    _GOLD_CACHE.clear()
     _fast_val.cache_clear()
     _fast_poly.cache_clear()
+    _compare_forms.cache_clear()
     if worker:
         _WORKER.stop()
 
@@ -901,6 +907,7 @@ def _eq_of(g: str, p: str, timeout: float, want_key: bool = False) -> bool | Non
     return None if eq == "timeout" else bool(eq)
 
 
+@lru_cache(maxsize=CACHE_SIZE)
 def _compare_forms(gold: str, pred: str) -> tuple[str, str]:
     """The normalized forms to compare: with the single-letter assignments dropped
     (``y = 2x+3`` == ``2x+3``); an answer that is an equation against a gold that is not is
@@ -954,19 +961,33 @@ def grade(
 def _gold_answer(gold: str, timeout: float) -> str:
     """The answer of a gold: itself, unless it is a worked solution (a box in text, or two
     or more words outside math: "answer is 10000"), which is then read as a response is."""
+    hit = _GOLD_CACHE.get(gold)
+    if hit is None:
+        hit = _read_gold(gold, timeout)
+        if hit is not None:
+            _GOLD_CACHE.put(gold, hit)
+    return gold if hit is None else hit
+
+
+def _read_gold(gold: str, timeout: float) -> str | None:
+    """The gold's answer, or None when Math-Verify's extraction timed out (not cached)."""
     text = _strip_think(gold)
     boxed = _final_boxes(text)
     if boxed:
         return boxed
     if len(_PROSE_WORD_RE.findall(_MATH_OR_COMMAND_RE.sub(" ", text))) >= 2:
         found = _extract_slow(text, timeout)
+        if found is None:
+            return None
         if found:
             return found
     return gold
 
 
 def _same_text(response: str, gold: str) -> bool:
-    return len(response) <= MAX_ANSWER_CHARS and " ".join(_strip_think(response).split()) == " ".join(gold.split())
+    if len(response) > 2 * len(gold) + 64:  # cheap rejection of the usual long response
+        return False
+    return " ".join(_strip_think(response).split()) == " ".join(gold.split())
 
 
 def _prepare(response: str, gold: str, config: ExtractConfig,

@@ -101,6 +101,13 @@ def main() -> None:  # pragma: no cover - runs in the subprocess
 
     def read_match(m: re.Match[str], target: Any) -> tuple[Any, str]:
         if isinstance(target, LatexExtractionConfig):
+            groups = m.groupdict()
+            raw = next((v for k, v in groups.items() if k.startswith("first_latex") and v), "")
+            if raw and not any(v for k, v in groups.items() if k.startswith("next") and v):
+                n = obe_normalize(raw)  # a shape obe reads without sympy: skip the ANTLR parse
+                if n and (fast_value(n) is not None or parse_poly(n) is not None):
+                    raw = raw.strip()
+                    return True, raw[:-1].rstrip() if raw[-1:] in ".,;" and not raw.endswith("..") else raw
             expr, s = extract_latex(m, target)
             t = s.rstrip()
             if expr is None and t[-1:] in (".", ",", ";") and not t.endswith(".."):

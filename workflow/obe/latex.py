@@ -7,7 +7,7 @@ import re
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 # What a grader reads as a box: also the spellings models produce without the backslash
 # ("boxed {19}", "\\beginboxed{...}") and "□{610}".
-_LOOSE_BOX_RE = re.compile(r"(?:\\(?:begin)?|(?<![A-Za-z\\]))(?:boxed|fbox)\s*\{|□\s*\{")
+_LOOSE_BOX_RE = re.compile(r"(?:boxed|fbox)\s*\{|□\s*\{")  # starts with a literal: a fast scan
 # Braces that change depth; ``\{`` and ``\}`` are escaped (literal) braces and do not.
 _BRACE_RE = re.compile(r"\\[{}]|[{}]")
 
@@ -48,7 +48,18 @@ def boxed_spans(text: str) -> list[tuple[int, int, str]]:
     ``\\fbox{}`` it reads the misspelled boxes of ``_LOOSE_BOX_RE`` (for grading). Linear
     time, as :func:`last_boxed` (one pass matches every brace with a stack).
     """
-    starts = {m.end() - 1: m.start() for m in _LOOSE_BOX_RE.finditer(text)}
+    if "box" not in text and "□" not in text:
+        return []
+    starts = {}
+    for m in _LOOSE_BOX_RE.finditer(text):
+        start = m.start()
+        if start >= 1 and text[start - 1] == "\\":
+            start -= 1
+        elif start >= 6 and text.startswith("\\begin", start - 6):
+            start -= 6
+        elif start and (text[start - 1].isalpha() or text[start - 1] == "\\") and text[start] != "□":
+            continue  # "unboxed{", "\\somethingboxed{": not a box
+        starts[m.end() - 1] = start
     if not starts:
         return []
     stack: list[int] = []
