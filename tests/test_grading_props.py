@@ -42,7 +42,12 @@ def _formats(v: Fraction) -> list[str]:
     out = [f"{sign}\\frac{{{abs(p)}}}{{{q}}}", f"{sign}\\dfrac{{{abs(p)}}}{{{q}}}", f"{p}/{q}",
            f"\\frac{{{p * 3}}}{{{q * 3}}}", f"\\boxed{{{p}/{q}}}"]
     if q == 1:
-        out += [str(p), f"{p}.0", f"{p:,}", f"{p}^\\circ", f"{p}\\%", f"{p}\\text{{ cm}}", f"x = {p}"]
+        out += [str(p), f"{p}.0", f"{p:,}", f"{p}^\\circ", f"{p}\\%", f"{p}\\text{{ cm}}", f"x = {p}",
+                f"{p} percent", f"{p} pct", f"{p:,}.00", f"{p} dollars"]
+    # a long decimal (10 places; equal at 6 places, Math-Verify's convention), any denominator
+    tenth = round(v * 10**10)
+    sign10 = "-" if tenth < 0 else ""
+    out.append(f"{sign10}{abs(tenth) // 10**10}.{abs(tenth) % 10**10:010d}")
     d = q
     for prime in (2, 5):
         while d % prime == 0:

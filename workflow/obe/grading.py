@@ -80,7 +80,7 @@ ERROR_KEY = "<error>"
 SENTINEL_KEYS = frozenset({NO_ANSWER_KEY, TIMEOUT_KEY, ERROR_KEY})
 KNOWN_KEY_EXCEPTIONS: tuple[tuple[str, str], ...] = (
     ("\\sqrt{2}", "1.414214"), ("\\sqrt{17}", "4.123105625617661"),
-    ("2x+4y-3=0", "y=-\\frac{1}{2}x+\\frac{3}{4}"), ("11a+c", "7=11a+c"),
+    ("2x+4y-3=0", "y=-\\frac{1}{2}x+\\frac{3}{4}"),
 )
 """(a, b) answer pairs where ``verify(a, b)`` holds but the keys differ, one per known class:
   * a decimal of 6+ places against an irrational it rounds to (Math-Verify's precision
@@ -88,9 +88,7 @@ KNOWN_KEY_EXCEPTIONS: tuple[tuple[str, str], ...] = (
     by 12 significant digits. "Equal at 6 places" cannot be keyed together with
     "exact numbers compare exactly" (1/2^98 != 1/2^99, both 0.000000 at 6 places);
   * an assignment ``y = ...`` keys as its right side (``y=2x+3`` == ``2x+3``) but equals the
-    same line written as an equation (``2x-y+3=0``), which keys as an equation;
-  * an answer that is an equation is read by its right side against a gold that is not one
-    (``7=11a+c`` answers ``11a+c``) but keys as an equation (as a gold, it is not ``11a+c``).
+    same line written as an equation (``2x-y+3=0``), which keys as an equation.
 Neither affects training counts: :func:`grade` gives a correct answer the gold's key. Keys of
 irrational constants use 12 significant digits, so two *different* constants that agree to 12
 digits would share a key (the converse direction)."""
@@ -248,7 +246,7 @@ _DROP_SPACE_RE = re.compile(r"(?<![A-Za-z]) | (?![A-Za-z])")
 _ASSIGN_RE = re.compile(r"^[A-Za-z]=(?!=)")
 _EQUATION_RE = re.compile(r"(?<![<>!=\\])=(?!=)")  # an "=" that is not part of <=, >=, !=, ==
 _LETTER_RE = re.compile(r"[A-Za-z]")
-_COMMAND_RE = re.compile(r"\\[A-Za-z]+")
+_COMMAND_RE = re.compile(r"\\(?:begin|end)\{[A-Za-z*]+\}|\\angle\s*[A-Za-z]+|\\[A-Za-z]+")  # not variables
 
 
 def _equation_parts(s: str) -> list[str]:
@@ -267,6 +265,19 @@ def _equation_parts(s: str) -> list[str]:
             start = m.end()
     parts.append(s[start:])
     return parts
+
+
+_BINDING_RE = re.compile(r"\\(?:lim|sum|prod|int|oint|max|min|sup|inf)(?![A-Za-z])")
+
+
+def _is_computation(lhs: str, rhs: str) -> bool:
+    """``lhs = rhs`` states a value: the right side has no variable, and the left side none
+    either (``\\sqrt{4}``, ``e^{i\\pi}``: e and i are constants) or binds its own
+    (``\\lim_{x\\to0}``, ``\\sum_{n}``). ``2x+4y-3=0`` and ``7=11a+c`` are equations."""
+    if _LETTER_RE.search(_COMMAND_RE.sub("", rhs)):
+        return False
+    free = set(_LETTER_RE.findall(_COMMAND_RE.sub("", lhs))) - {"e", "i"}
+    return not free or bool(_BINDING_RE.search(lhs))
 
 
 def _is_equation(s: str) -> bool:
@@ -350,8 +361,8 @@ def normalize(answer: str, *, keep_assignment: bool = False) -> str:
         parts = _equation_parts(s)
         if len(parts) > 2:  # a derivation x = 5+5+1 = 11: its last member is the answer
             s = parts[-1]
-        elif len(parts) == 2 and not _LETTER_RE.search(_COMMAND_RE.sub("", s)):
-            s = parts[1]  # a computation 1/2 + 1/3 = 5/6: its result
+        elif len(parts) == 2 and _is_computation(*parts):
+            s = parts[1]  # a computation \\sqrt{4} = 2, e^{i\\pi} = -1: its result
     if not keep_assignment and _ASSIGN_RE.match(s):
         s = s[2:]
     return s
@@ -910,13 +921,10 @@ def _eq_of(g: str, p: str, timeout: float, want_key: bool = False) -> bool | Non
 @lru_cache(maxsize=CACHE_SIZE)
 def _compare_forms(gold: str, pred: str) -> tuple[str, str]:
     """The normalized forms to compare: with the single-letter assignments dropped
-    (``y = 2x+3`` == ``2x+3``); an answer that is an equation against a gold that is not is
-    read by its right side (``e^{i\\pi} = -1`` for -1, as Math-Verify); a gold equation is
-    compared with the answer whole (``2x+4y-3=0`` == ``y=-\\frac12x+\\frac34``, but
-    ``7 = 11a+c`` != ``11a+c``)."""
+    (``y = 2x+3`` == ``2x+3``) and computations read by their result (``\\sqrt{4} = 2`` is 2,
+    see ``normalize``); when one side is still an equation both are compared whole
+    (``2x+4y-3=0`` == ``y=-\\frac12x+\\frac34``; ``7 = 11a+c`` != ``11a+c``)."""
     g, p = normalize(gold), normalize(pred)
-    if _is_equation(p) and not _is_equation(g):
-        return g, _equation_parts(p)[-1]  # an answer \sqrt{4} = 2 or x+y = 5: its right side
     if _is_equation(g) or _is_equation(p):
         return normalize(gold, keep_assignment=True), normalize(pred, keep_assignment=True)
     return g, p
