@@ -231,6 +231,9 @@ def test_grade_many_matches_grade() -> None:
             gs.append(g)
         responses.append("no box here")
         gs.append(g)
+        for p in preds[:4]:  # free text: Math-Verify's extraction in the worker, batched too
+            responses.append(f"Final Answer: The final answer is ${p}$. I hope it is correct.")
+            gs.append(g)
     G.clear_caches()
     batch = grade_many(responses, gs, timeout=30)
     G.clear_caches()
