@@ -199,6 +199,11 @@ def test_kill_9_during_training_then_recovery_commands_give_the_uninterrupted_ou
     ref_tree, fault_tree = copy_tree(tmp_path / "ref"), copy_tree(tmp_path / "fault")
     res = smk(ref_tree, "--cores", "2", *SMOKE)
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    # the smoke preset makes real updates for every method (configs/smoke.yaml), so the kill
+    # below interrupts (and the resume must reproduce) training that changes the weights
+    for run_dir in sorted((ref_tree / R / "train").iterdir()):
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        assert any(r["reward"] > 0 and r["grad_norm"] > 0 for r in rows), (run_dir.name, rows)
 
     seed = random.randrange(10**6)
     delay = random.Random(seed).uniform(0.0, 2.0)
