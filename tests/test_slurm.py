@@ -38,7 +38,7 @@ SMOKE = ["--configfile", "configs/smoke.yaml"]
 # GPU requests from sampling and training.
 R = "results/smoke"
 EXPECTED_RULES = {"prepare_data", "base_model", "bandits", "sample", "grade", "evaluate", "train",
-                  "analysis", "report"}
+                  "log_evals", "analysis", "report"}
 RUN_TIMEOUT_S = 900  # both runs together (they take 5.5-6.5 minutes on 2 idle cores)
 # Overrides for a cluster without slurmdbd (sacct cannot answer there) and for speed. Where a
 # Slurm job's time goes besides its rules (docs/slurm.md, "Where the time goes"): Snakemake
@@ -227,9 +227,13 @@ REPORT_TIME = re.compile(rb"Generated \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC")
 IGNORED_PT_KEYS = {"numpy"}
 
 
+# JSON fields that name a W&B run: random per run by design, like the wandb_run_id files.
+RUN_ID_KEYS = {"run_id"}
+
+
 def without_timings(obj):
     if isinstance(obj, dict):
-        return {k: without_timings(v) for k, v in obj.items() if not TIMING_KEY.search(k)}
+        return {k: without_timings(v) for k, v in obj.items() if not TIMING_KEY.search(k) and k not in RUN_ID_KEYS}
     if isinstance(obj, list):
         return [without_timings(v) for v in obj]
     return obj
