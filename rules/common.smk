@@ -4,6 +4,8 @@ import os
 import shlex
 import sys
 
+from obe.config import load_schema  # the Snakefile put workflow/ on sys.path
+
 R = f"{config['results_dir']}/{config['experiment']}"
 TEST_SETS = [name for name, ds in config["data"]["test"].items() if ds is not None]
 DATASETS = ["train", *TEST_SETS]
@@ -128,6 +130,11 @@ def eval_steps():
     return sorted(set(config["evaluation"]["steps"]) | {final_step()})  # validated: all in (0, final]
 
 
+# The per-method exploration settings (config `methods.<m>`), declared once in the schema, whose
+# keys tests/test_bonuses.py checks against obe.bonuses.ExplorationConfig.
+METHOD_SETTINGS = list(load_schema()["$defs"]["method_settings"]["properties"])
+
+
 def train_args(method, seed):
     """obe.train flags: the shared training settings, then this method's exploration settings."""
     t, s, bm = config["train"], config["sampling"], config["base_model"]
@@ -165,15 +172,12 @@ def train_args(method, seed):
         "top-p": s["top_p"],
         "prompt-template": bm["prompt_template"],
     }
-    settings = config["methods"][method]
+    # this method's exploration settings, in the schema's order (= obe.bonuses.ExplorationConfig's, tested)
+    settings = sorted(config["methods"][method].items(), key=lambda kv: METHOD_SETTINGS.index(kv[0]))
     args = [f"--{k}={v}" for k, v in flags.items()]
-    for key in ("coef", "b0"):
-        if key in settings:
-            args.append(f"--{key}={settings[key]}")
+    args += [f"--{k.replace('_', '-')}={v}" for k, v in settings if not isinstance(v, bool)]
     args.append("--gradient-checkpointing" if t.get("gradient_checkpointing") else "--no-gradient-checkpointing")
-    for key in ("leave_one_out", "count_before_update", "gate_solved", "mask_answer_tokens", "bonus_in_reward"):
-        if key in settings:
-            args.append(f"--{'' if settings[key] else 'no-'}{key.replace('_', '-')}")
+    args += [f"--{'' if v else 'no-'}{k.replace('_', '-')}" for k, v in settings if isinstance(v, bool)]
     return " ".join(shlex.quote(a) for a in args)
 
 

@@ -322,3 +322,23 @@ def test_apply_exploration_by_hand_and_row_slices():
         calls.clear()
         apply_exploration(rewards, keys, ["q"], OutcomeCounts(), c0, ADV, cm, answer_mask)
         assert calls == []
+
+
+def test_each_exploration_setting_is_defined_once():
+    """ExplorationConfig defines the settings (name, default, help); the trainers' TrainConfig,
+    their CLI help and the config schema's `methods.<m>` keys follow it."""
+    import dataclasses
+
+    from obe.bonuses import EXPLORATION_FIELDS, METHOD_SETTINGS, exploration_defaults, exploration_help
+    from obe.config import load_schema
+    from obe.train import HELP, TrainConfig
+
+    assert list(load_schema()["$defs"]["method_settings"]["properties"]) == list(METHOD_SETTINGS)
+    train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for name, default in exploration_defaults().items():
+        assert train_fields[name].default == default and train_fields[name].type == type(default).__name__, name
+    assert all(HELP[name] == text for name, text in exploration_help().items())
+    custom = TrainConfig(method="ucb_mean", coef=0.7, b0=0.1, leave_one_out=True, count_before_update=False,
+                         gate_solved=False, mask_answer_tokens=False, bonus_in_reward=True)
+    assert custom.exploration() == ExplorationConfig(**{k: getattr(custom, k) for k in EXPLORATION_FIELDS})
+    assert dataclasses.asdict(custom.exploration()) == {k: getattr(custom, k) for k in EXPLORATION_FIELDS}

@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, field, fields
 from typing import NamedTuple, Optional, Union
 
 import torch
@@ -57,26 +57,22 @@ CORRECT_THRESHOLD = 0.5
 
 @dataclass(frozen=True)
 class ExplorationConfig:
-    """Exploration options (see the module docstring for each).
+    """Exploration options: THE definition of each setting (name, default, help). The trainers'
+    flat ``TrainConfig`` fields, their help texts, the config's ``methods.<m>`` keys (schema)
+    and the train rule's flags follow it (:data:`EXPLORATION_FIELDS`, :func:`exploration_help`;
+    tests check the schema and ``TrainConfig`` against it)."""
 
-    method: a key of :data:`BONUSES` (``grpo``, ``ucb``, ``ucb_mean``, ``ucb_con``, ``batch``).
-    coef: c in ``adv + c * bonus``.
-    b0: the constant baseline of ``ucb_con``.
-    leave_one_out: ``ucb_mean`` subtracts the mean of the OTHER samples' bonuses.
-    count_before_update: read N before adding the current batch (N = 0 -> bonus 1).
-    gate_solved: no exploration term for a group whose samples are all correct.
-    mask_answer_tokens: the exploration term skips the final-answer tokens.
-    bonus_in_reward: ablation; bonus added to the reward before normalisation.
-    """
-
-    method: str
-    coef: float = 0.2
-    b0: float = 0.5
-    leave_one_out: bool = False
-    count_before_update: bool = True
-    gate_solved: bool = True
-    mask_answer_tokens: bool = True
-    bonus_in_reward: bool = False
+    method: str = field(metadata={"help": "exploration method (obe.bonuses.BONUSES)"})
+    coef: float = field(default=0.2, metadata={"help": "c in A_i = adv_i + c * bonus_i (0 = plain GRPO, bit for bit)"})
+    b0: float = field(default=0.5, metadata={"help": "constant baseline of ucb_con"})
+    leave_one_out: bool = field(default=False, metadata={"help": "ucb_mean: subtract the mean bonus of the OTHER samples"})
+    count_before_update: bool = field(
+        default=True, metadata={"help": "read N(x, a) before adding the current batch (never-seen -> bonus 1)"})
+    gate_solved: bool = field(default=True, metadata={"help": "no exploration term for groups whose samples are all correct"})
+    mask_answer_tokens: bool = field(
+        default=True, metadata={"help": "exploration term skips the final \\boxed{...} answer tokens"})
+    bonus_in_reward: bool = field(
+        default=False, metadata={"help": "ablation: add c * bonus to the reward before group normalisation"})
 
     def __post_init__(self) -> None:
         if self.method not in BONUSES:
@@ -183,6 +179,19 @@ BONUSES: dict[str, BonusFn] = {
     "batch": batch_bonus,
 }
 COUNT_METHODS: frozenset[str] = frozenset({"ucb", "ucb_mean", "ucb_con"})
+# Every exploration setting, in order; all but ``method`` are the per-method keys of the config.
+EXPLORATION_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ExplorationConfig))
+METHOD_SETTINGS: tuple[str, ...] = EXPLORATION_FIELDS[1:]
+
+
+def exploration_defaults() -> dict[str, object]:
+    """``{setting: default}`` of :class:`ExplorationConfig` (``method`` has none)."""
+    return {f.name: f.default for f in fields(ExplorationConfig) if f.default is not MISSING}
+
+
+def exploration_help() -> dict[str, str]:
+    """``{setting: help text}`` of :class:`ExplorationConfig` (the trainers' CLI help)."""
+    return {f.name: f.metadata["help"] for f in fields(ExplorationConfig)}
 
 
 def compute_bonus(keys_Bn: KeysBn, counts_Bn: Optional[CountsLike], cfg: ExplorationConfig) -> torch.Tensor:

@@ -68,7 +68,8 @@ import torch
 
 from obe import checkpoint as ckpt
 from obe.advantages import AdvantageConfig, binary_rewards
-from obe.bonuses import BONUSES, ExplorationConfig, apply_exploration
+from obe.bonuses import (BONUSES, EXPLORATION_FIELDS, ExplorationConfig, apply_exploration, exploration_defaults,
+                         exploration_help)
 from obe.counts import OutcomeCounts
 from obe.grading import EXTRACT_MODES, SENTINEL_KEYS, ExtractConfig, grade
 from obe.fastlm import ENGINES, LeanLM, resolve_engine
@@ -133,6 +134,9 @@ RESUME_FREE = frozenset({"out", "threads", "experiment", "wandb_dir", "checkpoin
 COMPLETION_COLUMNS = ("step", "question_id", "prompt", "completion", "answer", "correct", "bonus", "count")
 
 
+_EXPLORE = exploration_defaults()
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The run config (CLI flags = field names with dashes; YAML keys = field names)."""
@@ -140,14 +144,15 @@ class TrainConfig:
     model: str = ""
     train_data: str = ""
     out: str = ""
+    # the exploration settings: defaults and help defined once, by obe.bonuses.ExplorationConfig
     method: str = "grpo"
-    coef: float = 0.2
-    b0: float = 0.5
-    leave_one_out: bool = False
-    count_before_update: bool = True
-    gate_solved: bool = True
-    mask_answer_tokens: bool = True
-    bonus_in_reward: bool = False
+    coef: float = _EXPLORE["coef"]
+    b0: float = _EXPLORE["b0"]
+    leave_one_out: bool = _EXPLORE["leave_one_out"]
+    count_before_update: bool = _EXPLORE["count_before_update"]
+    gate_solved: bool = _EXPLORE["gate_solved"]
+    mask_answer_tokens: bool = _EXPLORE["mask_answer_tokens"]
+    bonus_in_reward: bool = _EXPLORE["bonus_in_reward"]
     seed: int = 0
     steps: int = 100
     batch_questions: int = 16
@@ -212,9 +217,7 @@ class TrainConfig:
         return AdvantageConfig(scale=self.scale, std=self.std, eps=self.adv_eps)
 
     def exploration(self) -> ExplorationConfig:
-        return ExplorationConfig(method=self.method, coef=self.coef, b0=self.b0, leave_one_out=self.leave_one_out,
-                                 count_before_update=self.count_before_update, gate_solved=self.gate_solved,
-                                 mask_answer_tokens=self.mask_answer_tokens, bonus_in_reward=self.bonus_in_reward)
+        return ExplorationConfig(**{name: getattr(self, name) for name in EXPLORATION_FIELDS})
 
     def loss(self) -> LossConfig:
         return LossConfig(eps_low=self.eps_low, eps_high=self.eps_high, beta=self.beta, agg=self.agg,
@@ -234,14 +237,7 @@ HELP = {
     "model": "HF model directory (or hub name) of the initial policy (and reference)",
     "train_data": "training questions, Record JSONL (obe.records)",
     "out": "stage output directory (final/, checkpoints/, snapshots/, metrics.jsonl, rollouts.jsonl)",
-    "method": "exploration method (obe.bonuses.BONUSES)",
-    "coef": "c in A_i = adv_i + c * bonus_i (0 = plain GRPO, bit for bit)",
-    "b0": "constant baseline of ucb_con",
-    "leave_one_out": "ucb_mean: subtract the mean bonus of the OTHER samples",
-    "count_before_update": "read N(x, a) before adding the current batch (never-seen -> bonus 1)",
-    "gate_solved": "no exploration term for groups whose samples are all correct",
-    "mask_answer_tokens": "exploration term skips the final \\boxed{...} answer tokens",
-    "bonus_in_reward": "ablation: add c * bonus to the reward before group normalisation",
+    **exploration_help(),  # method, coef, b0, leave_one_out, ... (obe.bonuses.ExplorationConfig)
     "seed": "run seed (data order, rollouts)", "steps": "training steps (one batch each)",
     "batch_questions": "questions per step (B)", "n": "samples per question",
     "lr": "AdamW peak learning rate", "weight_decay": "AdamW weight decay",
