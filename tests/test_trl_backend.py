@@ -108,7 +108,7 @@ def run_trainer(s, cfg: TrainConfig, tmp: Path, plain: bool = False) -> tuple[Ca
     from obe.grading import grade as grade_fn
 
     cap = Capture()
-    ds = trl_backend.train_dataset(read_jsonl(cfg.train_data), TEMPLATE)
+    ds = trl_backend.train_dataset(read_jsonl(cfg.train_data), cfg, s["tok"])
     args = trl_backend.grpo_args(cfg, EXTRA, 1)
     args.output_dir = str(tmp)
     args.save_strategy = "no"
@@ -390,3 +390,38 @@ def test_lora_switch_saves_plain_merged_snapshots(setup, tmp_path):
         assert set(merged) == set(base)  # no lora_A / base_layer names: a plain checkpoint
         changed = [k for k in base if not torch.equal(base[k], merged[k])]
         assert changed and all(k.endswith("proj.weight") for k in changed), changed
+
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+
+
+@pytest.mark.parametrize("chat,system", [(False, ""), (False, "Be brief."), (True, ""), (True, "Be brief.")])
+def test_trl_gets_the_prompts_obe_train_builds(setup, tmp_path, chat, system):
+    """TRL tokenizes the backend's dataset prompts into exactly obe.train's prompt ids
+    (obe.models.build_prompts: chat template, system prompt, special tokens once)."""
+    from transformers import AutoTokenizer
+
+    from obe.models import ModelConfig, build_prompts, prompt_adds_special_tokens
+    from obe.sampling import tokenize_prompts
+
+    model_dir = build_tiny_model(tmp_path / "m", chat_template=CHAT_TEMPLATE if chat else None)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    cfg = make_cfg(setup, tmp_path / "o", model=model_dir, system_prompt=system, steps=1,
+                   use_chat_template="always" if chat else "auto")
+    recs = setup["recs"][:3]
+    pcfg = ModelConfig(name_or_path=model_dir, prompt_template=TEMPLATE, use_chat_template=cfg.use_chat_template,
+                       system_prompt=system or None)
+    want = tokenize_prompts(tok, build_prompts(tok, [r.problem for r in recs], pcfg), prompt_adds_special_tokens(tok, pcfg))
+    ds = trl_backend.train_dataset(recs, cfg, tok)
+    args = trl_backend.grpo_args(cfg, EXTRA, 1)
+    args.output_dir = str(tmp_path / "trl")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = trl_backend.trainer_class()(model=model_dir, args=args, processing_class=tok, train_dataset=ds,
+                                              exploration=cfg.exploration(), advantage=cfg.advantage())
+    got, _, _ = trainer._tokenize_prompts(list(ds["prompt"]))
+    assert [list(x) for x in got] == want
+    assert sum(x == tok.bos_token_id for x in want[0]) == 1

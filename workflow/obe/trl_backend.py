@@ -73,16 +73,13 @@ STATE_FILE = "obe_state.json"
 CHECKPOINT_PREFIX = "checkpoint-"
 LOSS_TYPES = {"token_mean": "dapo", "seq_mean_token_mean": "grpo", "dr_grpo": "dr_grpo"}
 NOT_AVAILABLE = ("entropy/correct", "entropy/incorrect")
-# TRL-only settings (flag -> (type, default, help)); a name that obe.train's TrainConfig
-# also defines is taken from there instead, so each setting is defined once.
+# TRL-only settings (flag -> (type, default, help)); everything else (dtype, master_weights,
+# gradient_checkpointing, micro_batch, ...) is obe.train's TrainConfig, defined there once.
 EXTRA: dict[str, tuple[Any, Any, str]] = {
     "vllm": (str, "off", "rollouts from vLLM: off (HF generate), colocate (same GPUs), server (trl vllm-serve)"),
     "vllm_gpu_memory_utilization": (float, 0.3, "colocate: GPU memory fraction vLLM may take (the trainer shares the GPU)"),
     "vllm_max_model_len": (int, 0, "vLLM context length (0 = the model's)"),
     "vllm_tensor_parallel_size": (int, 1, "colocate: tensor-parallel size of each vLLM engine"),
-    "dtype": (str, "float32", "load dtype of the policy: float32 | bfloat16 | float16"),
-    "master_weights": (str, "float32", "float32: fp32 weights + autocast (mixed precision); model: weights in dtype"),
-    "gradient_checkpointing": (bool, False, "recompute activations in the backward pass"),
     "lora_r": (int, 0, "LoRA rank through TRL's peft_config (0 = full fine-tuning)"),
     "lora_alpha": (int, 32, "LoRA alpha"),
     "lora_dropout": (float, 0.05, "LoRA dropout"),
@@ -282,17 +279,16 @@ def grpo_args(cfg, extra: dict[str, Any], world_size: int):
     if per_rank % micro:
         raise SystemExit(f"micro_batch {micro} does not divide the {per_rank} sequences of each process")
     cpu = cfg.device == "cpu"
-    mixed = extra["master_weights"] == "float32" and not cpu
+    mixed = cfg.master_weights == "float32" and not cpu
     vllm = extra["vllm"]
     if vllm not in ("off", "colocate", "server"):
         raise SystemExit(f"--vllm must be off, colocate or server, got {vllm!r}")
-    if extra["master_weights"] not in ("float32", "model"):
-        raise SystemExit(f"--master-weights must be float32 or model, got {extra['master_weights']!r}")
-    load_dtype = "float32" if extra["master_weights"] == "float32" else extra["dtype"]
+    # TrainConfig validated dtype and master_weights; float32 master weights: load fp32, compute under autocast
+    load_dtype = "float32" if cfg.master_weights == "float32" else cfg.dtype
     schedule = {"constant": "constant_with_warmup", "cosine": "cosine"}[cfg.lr_schedule]
     kw = dict(
         output_dir=str(Path(cfg.out) / "checkpoints"), use_cpu=cpu, seed=cfg.seed, report_to="none",
-        bf16=mixed and extra["dtype"] == "bfloat16", fp16=mixed and extra["dtype"] == "float16",
+        bf16=mixed and cfg.dtype == "bfloat16", fp16=mixed and cfg.dtype == "float16",
         model_init_kwargs={"dtype": load_dtype}, max_steps=cfg.steps, logging_steps=1, disable_tqdm=True,
         save_strategy="steps", save_steps=cfg.checkpoint_every, save_total_limit=cfg.keep_checkpoints or None,
         per_device_train_batch_size=micro, gradient_accumulation_steps=per_rank // micro, num_generations=cfg.n,
@@ -301,7 +297,7 @@ def grpo_args(cfg, extra: dict[str, Any], world_size: int):
         lr_scheduler_type=schedule, optim="adamw_torch", max_grad_norm=cfg.grad_clip,
         loss_type=LOSS_TYPES[cfg.agg], scale_rewards=cfg.scale, beta=cfg.beta, epsilon=cfg.eps_low,
         epsilon_high=cfg.eps_high, mask_truncated_completions=False, log_completions=False,
-        gradient_checkpointing=extra["gradient_checkpointing"], dataloader_num_workers=0, shuffle_dataset=True,
+        gradient_checkpointing=cfg.gradient_checkpointing, dataloader_num_workers=0, shuffle_dataset=True,
         use_vllm=vllm != "off",
     )
     if vllm != "off":
@@ -324,13 +320,25 @@ def peft_config(extra: dict[str, Any]):
                       target_modules=targets if targets == "all-linear" else targets.split(","), task_type="CAUSAL_LM")
 
 
-def train_dataset(records, template: str):
+def train_dataset(records, cfg, tokenizer):
+    """The questions as TRL wants them, with the prompts evaluation samples with
+    (:func:`obe.models.build_prompt`, as obe.train): with a chat template, the messages (system
+    prompt included), which TRL renders with the same template and ``add_generation_prompt``;
+    else the built text, which TRL tokenizes with the tokenizer's special tokens as obe does."""
     from datasets import Dataset
 
-    from obe.models import render_template
+    from obe.models import ModelConfig, build_prompt, render_template, uses_chat_template
 
-    return Dataset.from_dict({"prompt": [render_template(template, r.problem) for r in records],
-                              "answer": [r.answer for r in records], "question_id": [str(r.id) for r in records]})
+    pcfg = ModelConfig(name_or_path=cfg.model, prompt_template=cfg.prompt_template,
+                       use_chat_template=cfg.use_chat_template, system_prompt=cfg.system_prompt or None)
+    if uses_chat_template(tokenizer, pcfg):
+        system = [{"role": "system", "content": pcfg.system_prompt}] if pcfg.system_prompt is not None else []
+        prompts = [system + [{"role": "user", "content": render_template(pcfg.prompt_template, r.problem)}]
+                   for r in records]
+    else:
+        prompts = [build_prompt(tokenizer, r.problem, pcfg) for r in records]
+    return Dataset.from_dict({"prompt": prompts, "answer": [r.answer for r in records],
+                              "question_id": [str(r.id) for r in records]})
 
 
 # -- the CLI run --------------------------------------------------------------------------------
@@ -533,7 +541,7 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
                 "config": full_config, "data_digest": data_digest}
 
     trainer = Trainer(model=cfg.model, args=args, processing_class=tokenizer,
-                      train_dataset=train_dataset(records, cfg.prompt_template), exploration=cfg.exploration(),
+                      train_dataset=train_dataset(records, cfg, tokenizer), exploration=cfg.exploration(),
                       advantage=cfg.advantage(), counts=counts, solved=solved, on_rollouts=on_rollouts,
                       extract=ExtractConfig(cfg.reward_extract),
                       callbacks=[Outputs()], peft_config=peft_config(extra), rollout_func=rollout_func)
