@@ -425,3 +425,35 @@ def test_trl_gets_the_prompts_obe_train_builds(setup, tmp_path, chat, system):
     got, _, _ = trainer._tokenize_prompts(list(ds["prompt"]))
     assert [list(x) for x in got] == want
     assert sum(x == tok.bos_token_id for x in want[0]) == 1
+
+
+def test_wandb_gets_the_metrics_rows_and_the_completions_table(setup, tmp_path, monkeypatch):
+    """The trl backend logs to W&B what obe.train logs: each metrics.jsonl row (null values left
+    out) and, every log_completions_every steps, the completions table with obe.train's columns."""
+    import obe.tracking
+    from obe.train import COMPLETION_COLUMNS
+
+    logged: dict = {"rows": [], "tables": []}
+
+    class Recorder(obe.tracking.NullTracker):
+        def log(self, row, step=None):
+            logged["rows"].append((step, dict(row)))
+
+        def log_table(self, name, columns, rows, step=None):
+            logged["tables"].append((name, tuple(columns), rows, step))
+
+    monkeypatch.setattr(obe.tracking, "start_run", lambda **kw: Recorder())
+    out = tmp_path / "run"
+    cfg = make_cfg(setup, out, steps=2, method="ucb", log_completions_every=2)
+    from trl_backend_worker import FixedRollouts as Fixed
+
+    gold = {render_template(TEMPLATE, r.problem): r.answer for r in setup["recs"]}
+    trl_backend.run(cfg, EXTRA, rollout_func=Fixed(setup["tok"], gold, MAX_NEW))
+    rows = _rows(out / "metrics.jsonl")
+    assert [s for s, _ in logged["rows"]] == [1, 2]
+    assert [r for _, r in logged["rows"]] == [{k: v for k, v in row.items() if v is not None} for row in rows]
+    assert [(t[0], t[1], t[3], len(t[2])) for t in logged["tables"]] == [
+        ("completions", COMPLETION_COLUMNS, 1, B * N), ("completions", COMPLETION_COLUMNS, 2, B * N)]
+    first = logged["tables"][0][2]
+    assert all(len(r) == len(COMPLETION_COLUMNS) and r[0] == 1 for r in first)
+    assert {r[1] for r in first} == {r["question_id"] for r in _rows(out / "rollouts.jsonl") if r["step"] == 1}

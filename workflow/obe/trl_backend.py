@@ -166,7 +166,7 @@ def _make_trainer_class():
             lengths = cmask.sum(dim=1).tolist()
             eos = torch.tensor(self.eos_token_ids)
             truncated = [not bool(torch.isin(cids[i, :int(L)], eos).any()) for i, L in enumerate(lengths)]
-            local = [(str(q), g.outcome_key, bool(g.correct), int(L), tr, text)
+            local = [(str(q), g.outcome_key, bool(g.correct), int(L), tr, text, g.answer)
                      for (q, g, text), L, tr in zip(self._graded, lengths, truncated)]
             rows = gather_object(local)  # the global batch, rank-major like TRL's gathered rewards
             n = self.num_generations
@@ -378,7 +378,7 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
     from obe.tracking import NullTracker, relog_rows, resumable_run_id, run_name, start_run
     from obe.progress import Progress
     from obe.synthetic import rollout_metrics as task_rollout_metrics
-    from obe.train import METRICS, config_mismatch, peak_memory_gb
+    from obe.train import COMPLETION_COLUMNS, METRICS, config_mismatch, peak_memory_gb
 
     check_trl_version()
     torch.set_num_threads(cfg.threads)
@@ -528,6 +528,11 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
                                          "correct": r[2], "num_tokens": r[3]}) + "\n")
         rollouts_f.flush()
         tracker.log({k: v for k, v in row.items() if v is not None}, step=step)
+        if cfg.log_completions_every and (step == 1 or step % cfg.log_completions_every == 0):
+            bonus_S = res.bonus_Bn.reshape(-1).tolist()
+            tracker.log_table("completions", COMPLETION_COLUMNS, [
+                [step, r[0], problem_of[r[0]], r[5], r[6], r[2], bonus_S[s], trainer.counts.count(r[0], r[1])]
+                for s, r in enumerate(rows)], step=step)
         progress.update(step, reward=row["reward"], distinct=row["answers/distinct_per_group"],
                         tokens_per_s=round(row["perf/tokens_per_sec"] or 0))
 
