@@ -457,3 +457,22 @@ def test_wandb_gets_the_metrics_rows_and_the_completions_table(setup, tmp_path, 
     first = logged["tables"][0][2]
     assert all(len(r) == len(COMPLETION_COLUMNS) and r[0] == 1 for r in first)
     assert {r[1] for r in first} == {r["question_id"] for r in _rows(out / "rollouts.jsonl") if r["step"] == 1}
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_the_step_and_exits_143(setup, tmp_path):
+    """SIGTERM (Slurm's time limit, preemption) during step 3: the step finishes, checkpoint-3 is
+    saved, the process exits 143 without final/; the rerun resumes there and ends as a straight run."""
+    straight, termed = tmp_path / "straight", tmp_path / "termed"
+    flags = ("--checkpoint-every", "10", "--steps", "4")
+    worker(setup, straight, *flags)
+    res = worker(setup, termed, *flags, worker_flags=("--term-at-step", "3"), check=False)
+    assert res.returncode == 143, res.stderr[-3000:]
+    assert "signal 15 received; checkpoint saved at step 3" in res.stderr
+    ck = trl_backend.latest_checkpoint(termed / "checkpoints")
+    assert ck.name == "checkpoint-3" and not (termed / "final").exists()
+    assert len(_rows(termed / "metrics.jsonl")) == 3
+    worker(setup, termed, *flags)
+    assert _rows(termed / "rollouts.jsonl") == _rows(straight / "rollouts.jsonl")
+    assert _rows(termed / "metrics.jsonl", TIMING_KEYS) == _rows(straight / "metrics.jsonl", TIMING_KEYS)
+    assert trl_backend.done_record(termed)["steps"] == 4

@@ -9,7 +9,7 @@ missing answers.
     python tests/trl_backend_worker.py [--kill-at-step K] [--dump-counts] -- <obe.trl_backend flags>
 
 ``--kill-at-step K``: SIGKILL this process when step K starts generating (after the
-checkpoints of the steps before); ``--dump-counts``: each rank writes its final count table and
+checkpoints of the steps before); ``--term-at-step K``: SIGTERM it there instead; ``--dump-counts``: each rank writes its final count table and
 solved set to ``OUT/counts_rank{r}.json``.
 """
 
@@ -61,14 +61,17 @@ class FixedRollouts:
     number of processes); ``by="occurrence"`` (one process): the k-th copy of a prompt in the
     step's batch (same completions whatever the order the sampler put the prompts in)."""
 
-    def __init__(self, tok, gold_by_prompt: dict[str, str], max_new: int, kill_at_step: int = 0, by: str = "position"):
+    def __init__(self, tok, gold_by_prompt: dict[str, str], max_new: int, kill_at_step: int = 0, by: str = "position",
+                 term_at_step: int = 0):
         self.tok, self.gold, self.max_new, self.kill_at_step = tok, gold_by_prompt, max_new, kill_at_step
-        self.by = by
+        self.by, self.term_at_step = by, term_at_step
 
     def __call__(self, prompts, trainer):
         step = trainer.state.global_step + 1
         if step == self.kill_at_step:
             os.kill(os.getpid(), signal.SIGKILL)
+        if step == self.term_at_step:  # as Slurm at a time limit: the step finishes, then checkpoint + exit 143
+            os.kill(os.getpid(), signal.SIGTERM)
         base = trainer.accelerator.process_index * len(prompts)
         out = {"prompt_ids": [], "completion_ids": [], "logprobs": None}
         seen: dict[str, int] = {}
@@ -88,11 +91,13 @@ def main(argv: list[str]) -> int:
     from obe.models import render_template
     from obe.records import read_jsonl
 
-    kill, dump = 0, False
+    kill, term, dump = 0, 0, False
     while argv and argv[0] != "--":
         flag = argv.pop(0)
         if flag == "--kill-at-step":
             kill = int(argv.pop(0))
+        elif flag == "--term-at-step":
+            term = int(argv.pop(0))
         elif flag == "--dump-counts":
             dump = True
         else:
@@ -107,7 +112,8 @@ def main(argv: list[str]) -> int:
             Path(cfg.out, f"counts_rank{rank}.json").write_text(
                 json.dumps({"counts": trainer.counts.to_dict(), "solved": sorted(trainer.solved)}))
 
-    trl_backend.run(cfg, extra, rollout_func=FixedRollouts(tok, gold, cfg.max_new_tokens, kill), on_end=on_end)
+    trl_backend.run(cfg, extra, rollout_func=FixedRollouts(tok, gold, cfg.max_new_tokens, kill, term_at_step=term),
+                    on_end=on_end)
     return 0
 
 
