@@ -23,6 +23,8 @@ against the agreement. Sources (repository: file):
   IN    UKGovernmentBEIS/inspect_ai: tests/scorer/test_math.py (its math() scorer; NOANSWER
         counts as not correct)
   INC   UKGovernmentBEIS/inspect_ai: tests/scorer/math_cases.json (output, target, expected)
+  NS    NVIDIA/NeMo-Skills: tests/test_math_equal.py (math_equal, asserted in both orders; both
+        orders are rows here)
 
 Run as a script to print obe's and plain Math-Verify 0.9.0's agreement (README):
 ``.venv/bin/python tests/test_grading_peers.py``.
@@ -42,6 +44,20 @@ MV, MVY, MVM, HM, MIN, PRM, AR = (
     "AReaL areal/tests/test_math_verify_reward.py",
 )
 IN, INC = "inspect_ai tests/scorer/test_math.py", "inspect_ai tests/scorer/math_cases.json"
+NS = "NeMo-Skills tests/test_math_equal.py"
+_NS_PAIRS = [  # (a, b, equal)
+    ("5", "5", True), ("5", "5.0", True), ("1/2", "0.5", True), ("\\frac{1}{2}", "0.5", True),
+    ("918\\frac{1}{2}", "918.5", True), ("x^2+2x+1", "x^2 + 2*x + 1", True), ("x^2+2x+1", "x^2 + 2*x - (-1)", True),
+    ("y = x^2+2x+1", "2x+ 1+x^2", True), ("E", "\\mathrm{E}", True), ("A", "\\textbf{A}", True), ("f'", "f'", True),
+    ("185", "185\\", True), ("185\\", "185\\", True), (".185", "0.185", True), ("016", "16", True), ("007", "7", True),
+    ("\\frac {1}{2}", "0.5", True), ("17\\text{ any text}", "17", True), ("\\$10", "10", True), ("10%", "10", True),
+    ("10\\%", "10", True), ("2.5", "\\frac{5}{2}", True), ("\\frac{1}{3}", "\\dfrac{1}{3}", True),
+    ("(r+5)(r+5)", "(r+5)^2", True), ("\\frac{\\sqrt{3}}{3}", "\\frac{\\sqrt{3}}{3} \\approx 0.577", True),
+    ("\\begin{pmatrix}0&0&0\\\\0&1&0\\\\0&0&1\\end{pmatrix}",
+     "\\begin{bmatrix} 0 & 0 & 0 \\\\ 0 & 1 & 0 \\\\ 0 & 0 & 1 \\end{bmatrix}", True),
+    ("5", "5.001", False), ("x^2+2x+1", "x^3+2x+1", False), ("odd", "\\text{oddd}", False), ("E", "\\mathrm{E}*2", False),
+    ("\\sqrt{67},-\\sqrt{85}", "\\sqrt{67}", False),
+]
 
 CASES: list[tuple[str, str, str, bool]] = [
     # --- MV test_number_extraction (plain-text numbers) --------------------------------------
@@ -413,9 +429,11 @@ CASES: list[tuple[str, str, str, bool]] = [
     (INC, "74^\\circ", "\\boxed{\\;\\angle APC = 74^\\circ\\;}", True),
     (INC, "8\\sqrt{6}", "\\beginboxed{8\\sqrt{6}}", True),
     (INC, "74^\\circ", "\\boxed{74\u00b0}", True),
+    # --- NS: NeMo-Skills math_equal, both orders ------------------------------------------------------
+    *[(NS, a, b, e) for a, b, e in _NS_PAIRS], *[(NS, b, a, e) for a, b, e in _NS_PAIRS],
 ]
 
-ANSWER_LEVEL = frozenset({HM, PRM})
+ANSWER_LEVEL = frozenset({HM, PRM, NS})
 
 # Cases where obe grades otherwise than the source, on purpose (they count against agreement).
 _PERCENT = ("obe drops a percent sign (28% == 28, 28% != 0.28), as Math-Verify's tests and MATH's "

@@ -373,6 +373,8 @@ def normalize(answer: str, *, keep_assignment: bool = False) -> str:
         s = _TRAILING_TEXT_RE.sub("", s)
         s = _TEXT_RE.sub(r"\1", s)
     s = _SPACE_RE.sub(" ", s).strip().rstrip(".").strip()
+    if s.endswith("\\"):
+        s = s.rstrip("\\").rstrip()  # a stray trailing backslash or line break: "185\\"
     if any(c.isalpha() for c in s):
         s = _UNIT_WORD_RE.sub("", s).strip()
     if "," in s and _THOUSANDS_RE.fullmatch(s):
