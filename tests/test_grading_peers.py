@@ -67,6 +67,7 @@ CASES: list[tuple[str, str, str, bool]] = [
     (MV, "1000", "1000.0", True),
     (MV, "1000.0", "1,000.0", True),
     (MV, "1000.99", "1000,99", True),
+    (MV, "1,22", "1.22", True),
     (MV, "2.74", "Soucis : 2,74 $ a..", True),
     (MV, "0.4", ".4", True),
     (MV, "1000.99", "1,000.99", True),
@@ -75,6 +76,7 @@ CASES: list[tuple[str, str, str, bool]] = [
     (MV, "1000.99", "the number is not 10 which is 1,000.99€", True),
     (MV, "1000.99", "so the number is 10 which is 1,000.99m²", True),
     (MV, "1000.99", "not it's not 10 it's 1,000.99m²", True),
+    (MV, "0,111", "0.111", True),
     (MV, "2", "AZYUK2A", False),
     # --- MV test_simple_fraction_notation / test_sets_handling -------------------------------
     (MV, "10/9", r"\frac{10}{9}", True),
@@ -438,7 +440,11 @@ ANSWER_LEVEL = frozenset({HM, PRM, NS})
 # Cases where obe grades otherwise than the source, on purpose (they count against agreement).
 _PERCENT = ("obe drops a percent sign (28% == 28, 28% != 0.28), as Math-Verify's tests and MATH's "
             "is_equiv do; inspect_ai reads 33.5% as 0.335")
+_LIST = ("a bare gold '1,22' is a list for obe, not Math-Verify's decimal comma: MATH has 25 such "
+         "golds that are lists (0,1 / 1,2 / 17,44); in a response a decimal comma is read as Math-Verify does")
 DEPARTURES: dict[tuple[str, str], str] = {
+    ("1,22", "1.22"): _LIST,
+    ("0,111", "0.111"): _LIST,
     ("0.335", "33.5%"): _PERCENT,
     ("0.335", "\\boxed{33.5\\%}"): _PERCENT,
 }
