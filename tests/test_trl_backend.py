@@ -476,3 +476,36 @@ def test_sigterm_checkpoints_the_step_and_exits_143(setup, tmp_path):
     assert _rows(termed / "rollouts.jsonl") == _rows(straight / "rollouts.jsonl")
     assert _rows(termed / "metrics.jsonl", TIMING_KEYS) == _rows(straight / "metrics.jsonl", TIMING_KEYS)
     assert trl_backend.done_record(termed)["steps"] == 4
+
+
+def _train_command(preset: str, tmp_path: Path) -> list[str]:
+    snakemake = str(Path(sys.executable).parent / "snakemake")
+    out = subprocess.run([snakemake, "-n", "-p", "--configfile", preset, "--config", f"results_dir={tmp_path}"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    start = out.stdout.index("python -m accelerate.commands.launch")
+    return __import__("shlex").split(out.stdout[start:out.stdout.index(" > ", start)])
+
+
+@pytest.mark.parametrize("preset", ["configs/qwen2.5-7b.yaml", "configs/llama-3.1-8b-instruct.yaml"])
+def test_gpu_presets_launch_the_trl_backend_with_zero3_and_vllm_colocate(tmp_path, preset):
+    """The 7-8B presets' train jobs: accelerate launch with configs/accelerate/zero3.yaml over the
+    node's 8 GPUs, vLLM colocated, bf16 compute with fp32 master weights; the flags parse and the
+    batch splits into whole micro-batches on 8 ranks. (A dry run: no GPU here.)"""
+    import yaml
+
+    argv = _train_command(preset, tmp_path)
+    i = argv.index("obe.trl_backend")
+    launcher = argv[:i + 1]
+    assert launcher[:3] == ["python", "-m", "accelerate.commands.launch"] and launcher[-2:] == ["-m", "obe.trl_backend"]
+    assert Path(launcher[launcher.index("--config_file") + 1]) == REPO / "configs" / "accelerate" / "zero3.yaml"
+    assert launcher[launcher.index("--num_processes") + 1] == "8"
+    accel = yaml.safe_load((REPO / "configs" / "accelerate" / "zero3.yaml").read_text())
+    assert accel["distributed_type"] == "DEEPSPEED" and accel["deepspeed_config"]["zero_stage"] == 3
+    cfg, extra, _ = trl_backend.parse(argv[i + 1:])
+    assert extra["vllm"] == "colocate" and extra["vllm_gpu_memory_utilization"] == 0.4 and extra["vllm_max_model_len"] > 0
+    assert (cfg.device, cfg.dtype, cfg.master_weights, cfg.gradient_checkpointing) == ("cuda", "bfloat16", "float32", True)
+    micro, accumulation = trl_backend.batch_layout(cfg, 8)
+    assert micro * accumulation * 8 == cfg.batch_questions * cfg.n and micro == cfg.micro_batch
+    if "instruct" in preset:
+        assert cfg.use_chat_template != "never"  # trains on the chat prompts it is evaluated on

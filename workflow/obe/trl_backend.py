@@ -263,12 +263,10 @@ def read_state(folder: str | Path) -> dict[str, Any]:
 # -- configuration -------------------------------------------------------------------------------
 
 
-def grpo_args(cfg, extra: dict[str, Any], world_size: int):
-    """TRL's ``GRPOConfig`` for obe's ``TrainConfig`` (+ the TRL-only settings ``extra``)."""
-    import warnings
-
-    from trl import GRPOConfig
-
+def batch_layout(cfg, world_size: int) -> tuple[int, int]:
+    """``(sequences per forward/backward per process, gradient accumulation steps)`` so that one
+    optimizer step takes the whole batch of ``batch_questions * n`` sequences over ``world_size``
+    processes (TRL then generates once per step: steps_per_generation = accumulation)."""
     if cfg.mu != 1:
         raise SystemExit("the trl backend supports mu = 1 only (one optimizer step per rollout batch)")
     S = cfg.batch_questions * cfg.n
@@ -278,6 +276,16 @@ def grpo_args(cfg, extra: dict[str, Any], world_size: int):
     micro = cfg.micro_batch or per_rank
     if per_rank % micro:
         raise SystemExit(f"micro_batch {micro} does not divide the {per_rank} sequences of each process")
+    return micro, per_rank // micro
+
+
+def grpo_args(cfg, extra: dict[str, Any], world_size: int):
+    """TRL's ``GRPOConfig`` for obe's ``TrainConfig`` (+ the TRL-only settings ``extra``)."""
+    import warnings
+
+    from trl import GRPOConfig
+
+    micro, accumulation = batch_layout(cfg, world_size)
     cpu = cfg.device == "cpu"
     mixed = cfg.master_weights == "float32" and not cpu
     vllm = extra["vllm"]
@@ -291,7 +299,7 @@ def grpo_args(cfg, extra: dict[str, Any], world_size: int):
         bf16=mixed and cfg.dtype == "bfloat16", fp16=mixed and cfg.dtype == "float16",
         model_init_kwargs={"dtype": load_dtype}, max_steps=cfg.steps, logging_steps=1, disable_tqdm=True,
         save_strategy="steps", save_steps=cfg.checkpoint_every, save_total_limit=cfg.keep_checkpoints or None,
-        per_device_train_batch_size=micro, gradient_accumulation_steps=per_rank // micro, num_generations=cfg.n,
+        per_device_train_batch_size=micro, gradient_accumulation_steps=accumulation, num_generations=cfg.n,
         num_iterations=1, max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
         top_k=0, learning_rate=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
         lr_scheduler_type=schedule, optim="adamw_torch", max_grad_norm=cfg.grad_clip,
