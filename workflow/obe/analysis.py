@@ -1214,7 +1214,11 @@ def _const(v: Optional[float]) -> dict[str, Any]:
 
 TRAINING_TITLES = {"reward": "mean reward (fraction correct)", "entropy": "token entropy (nats)",
                    "answers/distinct_per_group": "distinct answers per group of n",
-                   "cumulative/questions_solved": "training questions solved so far"}
+                   "cumulative/questions_solved": "training questions solved so far",
+                   "convention/read_plus": "reads '?' as '+' (right on ~70%)"}
+# Per-step training metrics drawn in the training-dynamics figure (a key no run logs is left out).
+TRAINING_KEYS = ("reward", "entropy", "answers/distinct_per_group", "cumulative/questions_solved",
+                 "convention/read_plus")
 
 
 def build_figures(a: Mapping[str, Any], out_dir: Path) -> list[dict[str, Any]]:
@@ -1329,7 +1333,7 @@ def build_figures(a: Mapping[str, Any], out_dir: Path) -> list[dict[str, Any]]:
                      "where it straddles 0 the difference is within seed noise.")
     # training dynamics
     tc = a["training"].get("curves", {})
-    keys = [k for k in ("reward", "entropy", "answers/distinct_per_group", "cumulative/questions_solved")
+    keys = [k for k in TRAINING_KEYS
             if any(tc.get(m, {}).get(k, {}).get("step") for m in tc)]
     if keys:
         fig, axes = plt.subplots(1, len(keys), figsize=(3.9 * len(keys), 3.7), squeeze=False)
@@ -1343,7 +1347,8 @@ def build_figures(a: Mapping[str, Any], out_dir: Path) -> list[dict[str, Any]]:
         axes[0][0].legend(loc="best")
         save(fig, "fig_training.png", "Training dynamics",
              "Per-step training metrics from metrics.jsonl: mean reward of the batch, mean token entropy, distinct "
-             "answers per group of n, and training questions solved so far. " + band_note,
+             "answers per group of n, training questions solved so far and, on the synthetic task, the share of "
+             "rollouts reading its convention symbol '?' as '+' (right on ~70% of questions). " + band_note,
              "GRPO's entropy and distinct answers per group typically fall as reward rises; exploration bonuses "
              "should slow that fall without costing reward.")
     return figs
@@ -1405,8 +1410,7 @@ def run_analysis(evals: Mapping[tuple[str, int, str], str | Path], trains: Mappi
     sampling = sampling_analysis(rl, sizes, base_rows, opts)
     notes.extend(sampling.pop("notes"))
     tables = training_tables(train_runs, opts)
-    curves = training_curves(train_runs, ("reward", "entropy", "answers/distinct_per_group",
-                                          "cumulative/questions_solved"), opts)
+    curves = training_curves(train_runs, TRAINING_KEYS, opts)
     analysis: dict[str, Any] = {
         "meta": {"methods": methods, "seeds": seeds, "missing_methods": missing,
                  "colors": color_map(methods), "labels": {m: method_label(m) for m in ["base", *methods]},
