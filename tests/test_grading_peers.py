@@ -91,6 +91,8 @@ CASES: list[tuple[str, str, str, bool]] = [
     (MV, "$9$", "Answer $$ 9 $$", True),
     (MV, "$9$", r"Answer \( 9 \)", True),
     (MV, "$10$", r"Answer \( (9+1) \)", True),
+    (MV, "$9$", "Answer $ \n 9 \n $", False),  # LaTeX-only extraction in the source (see DEPARTURES)
+    (MV, "$9$", "Answer \\( \n 9 \n \\)", False),
     (MV, "$9$", "Answer \\[ \n 9 \n \\]", True),
     (MV, "$9$", "Answer $$ \n 9 \n $$", True),
     (MV, "$10/9$", r"Answer $ \frac{1}{2} \$ = \frac{10}{9} $", True),
@@ -263,6 +265,8 @@ CASES: list[tuple[str, str, str, bool]] = [
     # --- MV test_float_precision / test_sqrt_precision / test_symbols -------------------------
     (MV, f"{math.sqrt(17):.15f}", r"$\sqrt{17}$", True),
     (MV, "$4$", r"$4\sqrt{2}$", False),
+    (MV, "$\text{13}$", "$13$", False),  # "\t" is a tab in the source's (non-raw) string, kept
+    (MV, r"$x \in [-2,7]$", r"$-2 \\le x \\le 7$", False),  # allow_set_relation_comp=False
     # --- MVY test_string_extraction -------------------------------------------------------------
     (MVY, "$n=1, 2, 3$", "$n=1, 2, 3$", True),
     (MVY, "$n=2, 3, 4$", "$n=1, 2, 3$", False),
@@ -275,6 +279,9 @@ CASES: list[tuple[str, str, str, bool]] = [
     (MVY, r"$1 - \frac{1}{\mathrm{e}}$", r"$1 + \frac{1}{\mathrm{e}}$", False),
     (MVY, r"$\pm 2021$", "$2021$", False),
     (MVY, "$12:00$", "$12:00$", True),
+    (MVY, "$12:00$", "$1:00$", False),
+    (MVY, r"$\pm 2021$", "${-2021, 2021}$", True),
+    (MVY, r"$F_n = \sum_{k=0}^{n-1} F_k F_{n-k-1}$", r"$F_n = \sum_{k=0}^{n-1} F_{n-k-1} F_k$", True),
     # --- MVM mixed numbers ----------------------------------------------------------------------
     (MVM, "40/9", "The answer is 4 4/9.", True),
     (MVM, "4", "The answer is 4 4/9.", False),
@@ -442,12 +449,19 @@ _PERCENT = ("obe drops a percent sign (28% == 28, 28% != 0.28), as Math-Verify's
             "is_equiv do; inspect_ai reads 33.5% as 0.335")
 _LIST = ("a bare gold '1,22' is a list for obe, not Math-Verify's decimal comma: MATH has 25 such "
          "golds that are lists (0,1 / 1,2 / 17,44); in a response a decimal comma is read as Math-Verify does")
+_LATEX_ONLY = ("the source grades with LaTeX extraction only, where inline math does not span lines; "
+               "with Math-Verify's default extraction (LaTeX and numbers), as obe's, the 9 is read")
 DEPARTURES: dict[tuple[str, str], str] = {
+    ("$9$", "Answer $ \n 9 \n $"): _LATEX_ONLY,
+    ("$9$", "Answer \\( \n 9 \n \\)"): _LATEX_ONLY,
     ("1,22", "1.22"): _LIST,
     ("0,111", "0.111"): _LIST,
     ("0.335", "33.5%"): _PERCENT,
     ("0.335", "\\boxed{33.5\\%}"): _PERCENT,
 }
+# Verdicts of a non-default grader setting (neither obe nor plain Math-Verify uses it): listed and
+# counted in the full figure, left out of the headline agreement.
+CONFIG_SPECIFIC = frozenset(k for k, why in DEPARTURES.items() if why is _LATEX_ONLY)
 
 
 def obe_verdict(source: str, gold: str, response: str) -> bool:
@@ -473,9 +487,10 @@ def test_peer_case(source: str, gold: str, response: str, expected: bool) -> Non
 
 
 def test_agreement_at_least_099() -> None:
-    agree = sum(obe_verdict(src, g, r) is e for src, g, r, e in CASES)
-    assert len(CASES) >= 150
-    assert agree / len(CASES) >= 0.99, (agree, len(CASES))
+    cases = [c for c in CASES if (c[1], c[2]) not in CONFIG_SPECIFIC]
+    agree = sum(obe_verdict(src, g, r) is e for src, g, r, e in cases)
+    assert len(cases) >= 150
+    assert agree / len(cases) >= 0.99, (agree, len(cases))
 
 
 def math_verify_verdict(source: str, gold: str, response: str) -> bool:
@@ -496,17 +511,23 @@ def report() -> None:
     import sys as _sys
 
     _sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "workflow"))
-    obe_ok = mv_ok = 0
+    obe_ok = mv_ok = obe_main = mv_main = 0
     for source, gold, response, expected in CASES:
         o = obe_verdict(source, gold, response)
         m = math_verify_verdict(source, gold, response)
         obe_ok += o is expected
         mv_ok += m is expected
+        if (gold, response) not in CONFIG_SPECIFIC:
+            obe_main += o is expected
+            mv_main += m is expected
         if o is not expected or m is not expected:
             print(f"{'obe' if o is not expected else '   '} {'mv' if m is not expected else '  '} "
                   f"expected={expected} [{source.split()[0]}] gold={gold[:50]!r} response={response[-70:]!r}")
     n = len(CASES)
     print(f"cases={n} obe={obe_ok}/{n} ({obe_ok / n:.3f}) math-verify-0.9.0={mv_ok}/{n} ({mv_ok / n:.3f})")
+    k = n - len(CONFIG_SPECIFIC)
+    print(f"without the {len(CONFIG_SPECIFIC)} config-specific cases: cases={k} obe={obe_main}/{k} "
+          f"({obe_main / k:.3f}) math-verify-0.9.0={mv_main}/{k} ({mv_main / k:.3f})")
 
 
 if __name__ == "__main__":
