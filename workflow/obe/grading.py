@@ -78,6 +78,7 @@ pattern), a bare ``1,22`` is the list {1, 22}.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import os
 import re
@@ -231,18 +232,24 @@ def _extract_slow(text: str, timeout: float) -> str | None:
     """Math-Verify's extraction in the worker: the answer string, "" for none, None on timeout."""
     if len(text) > MAX_RESPONSE_CHARS:
         text = text[-MAX_RESPONSE_CHARS:]  # the answer is at the end; bounds the regex work
-    hit = _EXTRACT_CACHE.get(text)
+    key = _text_key(text)
+    hit = _EXTRACT_CACHE.get(key)
     if hit is not None:
         return hit
     resp, cacheable = _slow({"op": "extract", "t": text}, timeout)
     if resp is None:
         if cacheable:  # over its CPU budget: the same on any machine, so no answer for good
-            _EXTRACT_CACHE.put(text, "")
+            _EXTRACT_CACHE.put(key, "")
         return None
     answer = resp.get("answer") or ""
     if cacheable and "error" not in resp:
-        _EXTRACT_CACHE.put(text, answer)
+        _EXTRACT_CACHE.put(key, answer)
     return answer
+
+
+def _text_key(text: str) -> bytes:
+    """The extraction cache's key: a 128-bit digest, so 65,536 long responses cost ~5 MB, not GBs."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 # ----------------------------------------------------------------------------- normalize
@@ -1073,7 +1080,7 @@ def grade_many(
                 texts[_strip_think(response)[-MAX_RESPONSE_CHARS:]] = None
         except Exception:
             pass  # the final pass grades this item again and reports the error
-    _run_lanes([[(t, "")] for t in texts if _EXTRACT_CACHE.get(t) is None],
+    _run_lanes([[(t, "")] for t in texts if _EXTRACT_CACHE.get(_text_key(t)) is None],
                lambda t, _: _extract_slow(t, timeout))
     prepared: list[GradeResult | tuple[str, str, str]] = []
     pending: dict[str, dict[str, None]] = {}  # gold -> answers it needs the worker for
