@@ -25,6 +25,8 @@ against the agreement. Sources (repository: file):
   INC   UKGovernmentBEIS/inspect_ai: tests/scorer/math_cases.json (output, target, expected)
   NS    NVIDIA/NeMo-Skills: tests/test_math_equal.py (math_equal, asserted in both orders; both
         orders are rows here)
+  VE    volcengine/verl: tests/utils/reward_score/test_numeric_canonicalization_on_cpu.py
+        (is_equiv of a boxed gold's content and an answer)
 
 Run as a script to print obe's and plain Math-Verify 0.9.0's agreement (README):
 ``.venv/bin/python tests/test_grading_peers.py``.
@@ -45,6 +47,7 @@ MV, MVY, MVM, HM, MIN, PRM, AR = (
 )
 IN, INC = "inspect_ai tests/scorer/test_math.py", "inspect_ai tests/scorer/math_cases.json"
 NS = "NeMo-Skills tests/test_math_equal.py"
+VE = "verl tests/utils/reward_score/test_numeric_canonicalization_on_cpu.py"
 _NS_PAIRS = [  # (a, b, equal)
     ("5", "5", True), ("5", "5.0", True), ("1/2", "0.5", True), ("\\frac{1}{2}", "0.5", True),
     ("918\\frac{1}{2}", "918.5", True), ("x^2+2x+1", "x^2 + 2*x + 1", True), ("x^2+2x+1", "x^2 + 2*x - (-1)", True),
@@ -440,9 +443,12 @@ CASES: list[tuple[str, str, str, bool]] = [
     (INC, "74^\\circ", "\\boxed{74\u00b0}", True),
     # --- NS: NeMo-Skills math_equal, both orders ------------------------------------------------------
     *[(NS, a, b, e) for a, b, e in _NS_PAIRS], *[(NS, b, a, e) for a, b, e in _NS_PAIRS],
+    # --- VE: verl's is_equiv on boxed golds -------------------------------------------------------------
+    (VE, "\\boxed{033}", "33", True), (VE, "\\boxed{+033}", "33", True),
+    (VE, "\\boxed{-0}", "0", True), (VE, "\\boxed{000}", "0", True),
 ]
 
-ANSWER_LEVEL = frozenset({HM, PRM, NS})
+ANSWER_LEVEL = frozenset({HM, PRM, NS, VE})
 
 # Cases where obe grades otherwise than the source, on purpose (they count against agreement).
 _PERCENT = ("obe drops a percent sign (28% == 28, 28% != 0.28), as Math-Verify's tests and MATH's "
