@@ -185,7 +185,7 @@ VARIANTS = [
     ("grpo", {}), ("ucb", {}), ("ucb", {"count_before_update": False}), ("ucb_mean", {}),
     ("ucb_mean", {"leave_one_out": True}), ("ucb_con", {}), ("ucb_con", {"gate_solved": False}),
     ("ucb_con", {"mask_answer_tokens": False}), ("ucb_con", {"reward_extract": "boxed"}), ("batch", {}),
-    ("batch", {"bonus_in_reward": True}),
+    ("batch", {"bonus_in_reward": True}), ("ucb_con", {"mu": 2}),
 ]
 
 
@@ -194,7 +194,11 @@ VARIANTS = [
 def test_token_advantages_equal_obe(setup, tmp_path, method, opts):
     cfg = make_cfg(setup, tmp_path / "run", method=method, **opts)
     cap, _, _ = run_trainer(setup, cfg, tmp_path / "trl")
-    assert len(cap.steps) == STEPS
+    assert len(cap.steps) == STEPS * cfg.mu
+    if cfg.mu > 1:  # the batch's mu updates all see its advantages (the counts moved once per batch)
+        for i in range(0, len(cap.steps), cfg.mu):
+            assert all(cap.steps[j]["rows"] == cap.steps[i]["rows"] for j in range(i, i + cfg.mu))
+        cap.steps = cap.steps[::cfg.mu]
     ref = obe_reference(setup, cap, cfg)
     seen = {"solved": False, "mixed": False, "bonus": False, "masked": False}
     for step, r in zip(cap.steps, ref):
@@ -509,3 +513,19 @@ def test_gpu_presets_launch_the_trl_backend_with_zero3_and_vllm_colocate(tmp_pat
     assert micro * accumulation * 8 == cfg.batch_questions * cfg.n and micro == cfg.micro_batch
     if "instruct" in preset:
         assert cfg.use_chat_template != "never"  # trains on the chat prompts it is evaluated on
+
+
+@pytest.mark.slow
+def test_mu_updates_per_batch(setup, tmp_path):
+    """mu = 2: two optimizer steps per rollout batch (TRL's num_iterations); one metrics row, one
+    count-table update and obe's step numbering per batch; checkpoints and done.json in obe steps."""
+    out = tmp_path / "mu2"
+    worker(setup, out, "--mu", "2", "--checkpoint-every", "1", "--save-steps", "1", steps=2)
+    rows = _rows(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    state = trl_backend.read_state(trl_backend.latest_checkpoint(out / "checkpoints"))
+    assert state["step"] == 2 and state["global_step"] == 4
+    assert OutcomeCounts.from_dict(state["counts"]).total() == 2 * B * N
+    done = trl_backend.done_record(out)
+    assert done["steps"] == 2 and done["metrics_rows"] == 2 and [Path(p).name for p in done["snapshots"]] == ["step_1"]

@@ -27,9 +27,12 @@ Departures from ``obe.train`` (numbered):
  1. Data order: TRL's ``RepeatSampler`` (seeded shuffle), not ``obe.train.batch_indices``.
  2. Rollouts: TRL's generation (HF ``generate`` or vLLM), random stream of the HF Trainer
     (its RNG state is checkpointed); not bitwise equal to ``obe.train``'s rollouts.
- 3. ``mu`` must be 1 and ``micro_batch`` (0 = all) must divide ``batch_questions * n / ranks``:
-    one TRL generation batch = one optimizer step = one obe step.
- 4. The warm-up follows HF's schedulers (``i / warmup`` instead of ``(i + 1) / warmup``).
+ 3. One obe step = one TRL generation batch = ``mu`` optimizer steps (TRL's ``num_iterations``),
+    so HF's step counters (checkpoint names, its ``max_steps``, ``warmup_steps``) are ``mu`` x obe's;
+    ``micro_batch`` (0 = all) must divide ``batch_questions * n / ranks``. The loss and gradient
+    norm of a row are means over its ``mu`` updates, ``entropy`` that of the first.
+ 4. The schedule is HF's, per optimizer step: warm-up ``i / (mu * warmup_steps)`` instead of
+    ``(i + 1) / warmup_steps`` per batch; cosine decays to 0 at the last of the ``steps * mu`` updates.
  5. ``entropy/correct`` and ``entropy/incorrect`` are not computed (null); ``clip_ratio*`` and
     ``entropy`` are TRL's (means over the micro-batches of the step).
 """
@@ -212,7 +215,7 @@ def _make_trainer_class():
             if self.args.should_save:
                 folder.mkdir(parents=True, exist_ok=True)
                 state = dict(self.obe_state_extra(), counts=self.counts.to_dict(), solved=sorted(self.solved),
-                             step=self.state.global_step)
+                             step=self.obe_step, global_step=self.state.global_step)
                 tmp = folder / (STATE_FILE + ".tmp")
                 with open(tmp, "w") as f:
                     json.dump(state, f)
@@ -220,6 +223,11 @@ def _make_trainer_class():
                     os.fsync(f.fileno())
                 os.replace(tmp, folder / STATE_FILE)
             super()._save_checkpoint(model, trial)
+
+        @property
+        def obe_step(self) -> int:
+            """obe's step (one rollout batch) = HF's optimizer steps / mu (TRL's num_iterations)."""
+            return self.state.global_step // self.num_iterations
 
         def obe_state_extra(self) -> dict[str, Any]:
             """More JSON to store in each checkpoint's obe_state.json (the CLI adds file lengths)."""
@@ -266,9 +274,7 @@ def read_state(folder: str | Path) -> dict[str, Any]:
 def batch_layout(cfg, world_size: int) -> tuple[int, int]:
     """``(sequences per forward/backward per process, gradient accumulation steps)`` so that one
     optimizer step takes the whole batch of ``batch_questions * n`` sequences over ``world_size``
-    processes (TRL then generates once per step: steps_per_generation = accumulation)."""
-    if cfg.mu != 1:
-        raise SystemExit("the trl backend supports mu = 1 only (one optimizer step per rollout batch)")
+    processes (TRL then generates once per ``mu`` steps: steps_per_generation = accumulation)."""
     S = cfg.batch_questions * cfg.n
     if S % world_size:
         raise SystemExit(f"batch_questions * n = {S} is not divisible by the {world_size} processes")
@@ -297,11 +303,11 @@ def grpo_args(cfg, extra: dict[str, Any], world_size: int):
     kw = dict(
         output_dir=str(Path(cfg.out) / "checkpoints"), use_cpu=cpu, seed=cfg.seed, report_to="none",
         bf16=mixed and cfg.dtype == "bfloat16", fp16=mixed and cfg.dtype == "float16",
-        model_init_kwargs={"dtype": load_dtype}, max_steps=cfg.steps, logging_steps=1, disable_tqdm=True,
-        save_strategy="steps", save_steps=cfg.checkpoint_every, save_total_limit=cfg.keep_checkpoints or None,
+        model_init_kwargs={"dtype": load_dtype}, max_steps=cfg.steps * cfg.mu, logging_steps=1, disable_tqdm=True,
+        save_strategy="steps", save_steps=cfg.checkpoint_every * cfg.mu, save_total_limit=cfg.keep_checkpoints or None,
         per_device_train_batch_size=micro, gradient_accumulation_steps=accumulation, num_generations=cfg.n,
-        num_iterations=1, max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-        top_k=0, learning_rate=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
+        num_iterations=cfg.mu, max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+        top_k=0, learning_rate=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps * cfg.mu,
         lr_scheduler_type=schedule, optim="adamw_torch", max_grad_norm=cfg.grad_clip,
         loss_type=LOSS_TYPES[cfg.agg], scale_rewards=cfg.scale, beta=cfg.beta, epsilon=cfg.eps_low,
         epsilon_high=cfg.eps_high, mask_truncated_completions=False, log_completions=False,
@@ -467,25 +473,35 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
         """obe's per-step row, rollouts, snapshots (main process writes)."""
 
         def on_step_begin(self, args, state, control, **kw):
-            if state.global_step >= cfg.steps:  # resumed from the last step's checkpoint (killed before final/)
+            if state.global_step >= cfg.steps * cfg.mu:  # resumed from the last step's checkpoint (killed before final/)
                 raise _AlreadyTrained  # HF would train one step more when that step is mid-epoch
-            pending["t_begin"] = time.perf_counter()
+            if state.global_step % cfg.mu == 0:  # the first of the batch's mu updates
+                pending["t_begin"] = time.perf_counter()
 
         def on_log(self, args, state, control, logs=None, **kw):
             if "loss" not in (logs or {}) or "rows" not in pending:
                 return
-            step = state.global_step
-            if main:
-                write_step(step, logs)
-            pending.pop("rows")
+            pending.setdefault("logs", []).append(dict(logs))
+            if state.global_step % cfg.mu == 0:  # the batch's last update: one obe row
+                if main:
+                    write_step(state.global_step // cfg.mu, pending["logs"])
+                pending.pop("rows")
+                pending.pop("logs")
 
         def on_step_end(self, args, state, control, **kw):
-            if state.global_step in cfg.save_steps:
-                save_model_dir(trainer, out / "snapshots" / f"step_{state.global_step}")
+            if state.global_step % cfg.mu:
+                return  # inside a batch's mu updates
+            if state.global_step // cfg.mu in cfg.save_steps:
+                save_model_dir(trainer, out / "snapshots" / f"step_{state.global_step // cfg.mu}")
             if stop["signal"] is not None:  # SIGTERM/SIGINT: checkpoint this step, then stop
                 control.should_save = control.should_training_stop = True
 
-    def write_step(step: int, logs: dict[str, Any]) -> None:
+    def write_step(step: int, updates: list[dict[str, Any]]) -> None:
+        # loss, grad norm, KL, clipping: means over the batch's mu updates; entropy: the first's (as obe.train)
+        mean_of = lambda key: (sum(u[key] for u in updates) / len(updates)) if key in updates[0] else None  # noqa: E731
+        logs = {k: mean_of(k) for k in ("loss", "grad_norm", "kl", "clip_ratio/region_mean", "clip_ratio/low_mean",
+                                         "clip_ratio/high_mean")}
+        logs["entropy"] = updates[0].get("entropy")
         rows, qids, keys_Bn, rewards_Bn, res = (pending[k] for k in ("rows", "qids", "keys_Bn", "rewards_Bn", "result"))
         B, n = rewards_Bn.shape
         S = B * n
@@ -565,17 +581,17 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
         except _AlreadyTrained:  # the checkpoint's weights are loaded: only final/ is missing
             pass
         newest = latest_checkpoint(ck_root)
-        if newest is None or read_state(newest)["step"] != trainer.state.global_step:  # the last step's checkpoint
+        if newest is None or read_state(newest)["step"] != trainer.obe_step:  # the last step's checkpoint
             trainer._save_checkpoint(trainer.model, None)
-        if stop["signal"] is not None and trainer.state.global_step < cfg.steps:
+        if stop["signal"] is not None and trainer.obe_step < cfg.steps:
             if main:
                 print(f"obe.trl_backend: signal {stop['signal']} received; checkpoint saved at step "
-                      f"{trainer.state.global_step}, exiting", file=sys.stderr, flush=True)
+                      f"{trainer.obe_step}, exiting", file=sys.stderr, flush=True)
             raise SystemExit(143)
         save_model_dir(trainer, out / "final")
         if on_end is not None:
             on_end(trainer)
-        summary = {"steps": trainer.state.global_step, "questions_solved": len(trainer.solved), "final_dir": str(out / "final")}
+        summary = {"steps": trainer.obe_step, "questions_solved": len(trainer.solved), "final_dir": str(out / "final")}
         tracker.summary(summary)
         return summary
     finally:
