@@ -230,9 +230,11 @@ def _rel(a, b) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["grpo", "ucb", "ucb_mean", "ucb_con", "batch"])
-def test_coef_zero_equals_plain_grpo_trainer(setup, tmp_path, method):
-    kw = dict(steps=1, adv_eps=1e-4, std="sample", scale="group", train_data=setup["data4"])  # TRL's normalisation
+@pytest.mark.parametrize("method,mu", [("grpo", 1), ("ucb", 1), ("ucb_mean", 1), ("ucb_con", 1), ("batch", 1),
+                                       ("ucb_con", 2)])
+def test_coef_zero_equals_plain_grpo_trainer(setup, tmp_path, method, mu):
+    # TRL's normalisation; mu = 2: both take two updates on the batch, compared after the second
+    kw = dict(steps=1, adv_eps=1e-4, std="sample", scale="group", train_data=setup["data4"], mu=mu)
     plain_cap, plain_logs, plain_upd = run_trainer(setup, make_cfg(setup, tmp_path / "a", method="grpo", **kw),
                                                     tmp_path / "plain", plain=True)
     plain_grads = plain_cap.grads
@@ -244,14 +246,19 @@ def test_coef_zero_equals_plain_grpo_trainer(setup, tmp_path, method):
     # The two batches come in different row orders (the samplers differ), so sums round differently
     # (~1e-7 of the gradient); AdamW's first step, ~lr * g / |g|, turns that into O(lr) changes where
     # |g| is near 0: compare the update where the gradient is not tiny (as tests/test_trl_parity.py).
-    g_norm = logs[0]["grad_norm"]
+    assert len(cap.steps) == len(plain_cap.steps) == mu and len(logs) == len(plain_logs) == mu
+    g_norm = logs[-1]["grad_norm"]
     keep = {k: ~((plain_grads[k] != 0) & (plain_grads[k].abs() < 1e-5 * g_norm)) for k in plain_grads}
-    diffs = {"loss": _rel(cap.steps[0]["loss"], plain_cap.steps[0]["loss"]),
-             "grad_norm": _rel(logs[0]["grad_norm"], plain_logs[0]["grad_norm"]),
+    diffs = {"loss": _rel(cap.steps[-1]["loss"], plain_cap.steps[-1]["loss"]),
+             "grad_norm": _rel(logs[-1]["grad_norm"], plain_logs[-1]["grad_norm"]),
              "gradient": _rel(cap.grads, plain_grads),
              "update": _rel({k: upd[k] * keep[k] for k in upd}, {k: plain_upd[k] * keep[k] for k in upd})}
     assert plain_logs[0]["grad_norm"] > 0
-    assert all(v <= TOL for v in diffs.values()), diffs
+    # mu = 2: the first Adam step's O(lr) differences on tiny-gradient entries feed the second
+    # step's moments, so the two-step update is compared to 1e-5 (measured 1.4e-6); the second
+    # step's loss and gradient still agree to 1e-6
+    tol = {"update": TOL if mu == 1 else 1e-5}
+    assert all(v <= tol.get(k, TOL) for k, v in diffs.items()), diffs
 
 
 def test_overridden_methods_are_the_pinned_ones():
