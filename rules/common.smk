@@ -287,4 +287,4 @@ def run_eval_args(wildcards):
 
 
 def all_outputs():
-    return [f"{R}/report.html", *(f"{R}/wandb_evals/{run}.json" for run in trained_runs())]
+    return [f"{R}/report.html", *(f"{R}/logged_evals/{run}.json" for run in trained_runs())]

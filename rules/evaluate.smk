@@ -26,7 +26,7 @@ rule log_evals:
         done=f"{R}/train/{{method}}__s{{seed}}/done.json",
         summaries=run_eval_summaries,
     output:
-        f"{R}/wandb_evals/{{method}}__s{{seed}}.json",
+        f"{R}/logged_evals/{{method}}__s{{seed}}.json",
     params:
         train_dir=lambda wildcards, input: os.path.dirname(input.done),
         evals=run_eval_args,

@@ -1,6 +1,6 @@
 """Evaluations into the trained model's W&B run, on the training-step axis.
 
-    python -m obe.log_evals --train-dir R/train/ucb_con__s0 --out R/wandb_evals/ucb_con__s0.json \\
+    python -m obe.log_evals --train-dir R/train/ucb_con__s0 --out R/logged_evals/ucb_con__s0.json \\
         --eval 0:math500=R/eval/base/step0/math500/summary.json \\
         --eval 100:math500=R/eval/ucb_con__s0/step100/math500/summary.json ...
 
