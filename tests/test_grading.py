@@ -44,7 +44,8 @@ TABLE: list[tuple[str, str, bool]] = [
     # intervals vs sets vs tuples
     ("(1,2)", "(1,2)", True), ("(1,2)", "\\{1,2\\}", False), ("\\{1,2\\}", "(1,2)", False), ("(1,2)", "[1,2]", False),
     ("[1,2)", "[1,2)", True), ("[1,2)", "[1,2]", False), ("(1,2)", "(2,1)", False), ("\\{1,2\\}", "\\{2,1\\}", True),
-    ("1,2", "\\{1,2\\}", True), ("1,2", "2,1", True), ("(-\\infty,3)", "(-\\infty, 3)", True),
+    ("1,2", "\\{1,2\\}", True), ("1,2", "2,1", True), ("(1,2)", "1, 2", True), ("(1,2)", "2,1", False),
+    ("1,2", "(2,1)", True), ("\\{1,2\\}", "{2, 1}", True), ("(-\\infty,3)", "(-\\infty, 3)", True),
     ("(-\\infty,3)", "(-\\infty,3]", False), ("(3,\\frac{\\pi}{2})", "\\left( 3, \\frac{\\pi}{2} \\right)", True),
     ("(3,\\frac{\\pi}{2})", "(3,\\frac{\\pi}{3})", False), ("[-2,7]", "[-2, 7]", True),
     ("(-\\infty,-1)\\cup(1,\\infty)", "(-\\infty,-1)\\cup(1,\\infty)", True),

@@ -241,6 +241,7 @@ CASES: list[tuple[str, str, str, bool]] = [
     (MV, "$34$", "Final Answer: The largest $n$ is 34.", True),
     (MV, r"$\left( \frac{4}{3}, -\frac{1}{3} \right)$", r"Isolating $\overrightarrow{P},$ we find $(t,u) = \boxed{\left( \frac{4}{3}, -\frac{1}{3} \right)}.$", True),
     (MV, "$(3,1)$", "${1,3}$", False),
+    (MV, "$(1,3)$", "${1,3}$", True),
     (MV, "$100%$", r"Dividing the second equation by the first equation, we get $\frac{\Delta x'}{\Delta x} \geq \frac{2}{1}.$ Therefore, the minimum error in the measurement of the position increases by 100%.", True),
     (MV, "$16386.16$", r"So, Paula's investment is worth approximately $\boxed{16386.16}$ dollars at the end of the 5 years. Final Answer: The final answer is 16386.16.", True),
     (MV, "$5866608$", r"\[ \text{Total sum} = 5866608 \] So, the sum of the integers on Camy's list is $\boxed{5866608}$. Final Answer: The final answer is 5866608. I hope it is correct.", True),

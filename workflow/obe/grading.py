@@ -58,9 +58,10 @@ Conventions (decisions, tested in tests/test_grading.py and tests/test_grading_p
     equations compare up to rearrangement and scaling (``2x+4y-3=0`` ==
     ``y=-\\frac12x+\\frac34``), and an equation in free variables never equals a number or
     an expression (``7=11a+c`` != ``11a+c``);
-  * sets ``\\{1,2\\}`` never equal tuples/intervals ``(1,2)``/``[1,2]``; a bare list ``1, 2`` is
-    a set (order-free), so it never equals ``(1,2)`` either; ``(1,2)`` is one class whether read
-    as a point or an open interval;
+  * sets ``\\{1,2\\}`` never equal tuples/intervals ``(1,2)``/``[1,2]``; a bare list ``1, 2``
+    (or ``{1, 2}``, whose braces only group) is a set (order-free: ``2, 1`` == ``\\{1,2\\}``),
+    except against a gold pair, which it answers in order (``1, 2`` == ``(1,2)`` != ``2, 1``, as
+    Math-Verify); ``(1,2)`` is one class whether read as a point or an open interval;
   * exact numbers compare exactly: ``\\frac{1}{2^{98}}`` != ``\\frac{1}{2^{99}}``.
 
 Known Math-Verify 0.9.0 mistakes and what obe does: set-for-tuple ``\\{1,2\\}`` vs ``(1,2)``
@@ -109,14 +110,18 @@ SENTINEL_KEYS = frozenset({NO_ANSWER_KEY, TIMEOUT_KEY, ERROR_KEY})
 KNOWN_KEY_EXCEPTIONS: tuple[tuple[str, str], ...] = (
     ("\\sqrt{2}", "1.414214"), ("\\sqrt{17}", "4.123105625617661"),
     ("2x+4y-3=0", "y=-\\frac{1}{2}x+\\frac{3}{4}"),
+    ("(1,2)", "1,2"), ("(1,2)", "2,1"), ("(2,1)", "1,2"), ("(2,1)", "2,1"),
 )
-"""(a, b) answer pairs where ``verify(a, b)`` holds but the keys differ, one per known class:
+"""(a, b) answer pairs (compared after ``normalize``) where ``verify(a, b)`` holds but the keys
+differ, from these known classes:
   * a decimal of 6+ places against an irrational it rounds to (Math-Verify's precision
     convention) keys as the simplest fraction of its 6-place rounding cell, the irrational
     by 12 significant digits. "Equal at 6 places" cannot be keyed together with
     "exact numbers compare exactly" (1/2^98 != 1/2^99, both 0.000000 at 6 places);
   * an assignment ``y = ...`` keys as its right side (``y=2x+3`` == ``2x+3``) but equals the
-    same line written as an equation (``2x-y+3=0``), which keys as an equation.
+    same line written as an equation (``2x-y+3=0``), which keys as an equation;
+  * a bare list keys as a set (``1,2`` == ``2,1``) but answers a gold pair in order
+    (``1,2`` == ``(1,2)``), which keys as a pair.
 Neither affects training counts: :func:`grade` gives a correct answer the gold's key. Keys of
 irrational constants use 12 significant digits, so two *different* constants that agree to 12
 digits would share a key (the converse direction)."""
@@ -389,7 +394,7 @@ def normalize(answer: str, *, keep_assignment: bool = False) -> str:
     s = _DROP_SPACE_RE.sub("", s)
     s = s.rstrip(".").strip()
     if s[:1] == "{" and s[-1:] == "}" and _is_braced_list(s):
-        s = "\\{" + s[1:-1] + "\\}"  # {1, 2}: a set written without backslashes
+        s = s[1:-1]  # {1, 2}: grouping braces, rendered as the bare list 1, 2
     if "\\approx" in s:  # x \approx 11 is 11; 1/3 \approx 0.33 is the exact 1/3
         first, _, last = s.partition("\\approx")
         s = last if len(first) == 1 and first.isalpha() else first
@@ -963,7 +968,16 @@ def _compare_forms(gold: str, pred: str) -> tuple[str, str]:
     g, p = normalize(gold), normalize(pred)
     if _is_equation(g) or _is_equation(p):
         return normalize(gold, keep_assignment=True), normalize(pred, keep_assignment=True)
+    if "," in p and "," in g:  # a bare list against a pair: in order if the gold is the pair
+        if _is_bare_list(p) and _shape(g) == "()":
+            return g, "(" + p + ")"
+        if _is_bare_list(g) and _shape(p) == "()":
+            return g, p[1:-1]
     return g, p
+
+
+def _is_bare_list(s: str) -> bool:
+    return not s.startswith("\\{") and _shape(s) == "set"
 
 
 def verify(gold: str, pred: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
