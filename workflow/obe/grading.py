@@ -134,11 +134,13 @@ class ExtractConfig:
 
     ``mode`` "math_verify" (default): the last complete ``\\boxed{}`` (boxes that follow each
     other with only "and", commas or spaces between them are read together as a set, e.g.
-    ``\\boxed{-2} and \\boxed{1}``); without a complete box, or when a Minerva-format
-    "Final answer: The final answer is X. I hope it is correct." comes after the last box,
-    Math-Verify's own extraction (its LaTeX and number patterns, in its priority order) in the
-    worker. ``mode`` "boxed": only a complete box counts (strict training rewards; config key
-    ``train.reward_extract``). Either way ``<think>...</think>`` content is ignored.
+    ``\\boxed{-2} and \\boxed{1}``); a response cut off inside a later box has only the boxes
+    before it. Without a complete box, a one-line bare answer is taken whole (``x = 2``);
+    otherwise, and when a Minerva-format "Final Answer: The final answer is X. I hope it is
+    correct." comes after the last box, Math-Verify's own extraction (its LaTeX and number
+    patterns, in its priority order) decides, in the worker. ``mode`` "boxed": only a complete
+    box counts (strict training rewards; config key ``train.reward_extract``). Either way
+    ``<think>...</think>`` content is ignored.
     """
 
     mode: str = "math_verify"
