@@ -5,7 +5,7 @@ FSDP, one or many nodes; rollouts from HF ``generate`` or vLLM, colocate or serv
         --model DIR --train-data train.jsonl --out RUN --method ucb_con --steps 200 [--vllm colocate]
 
 Same flags as ``python -m obe.train`` (its :class:`obe.train.TrainConfig`, so one definition of
-every training setting), plus the TRL-only flags of :data:`EXTRA` (vLLM, LoRA, dtype).
+every training setting), plus the TRL-only flags of :data:`EXTRA` (vLLM, LoRA).
 Same outputs as ``obe.train`` in ``RUN/``: ``config.json``, ``metrics.jsonl`` (the keys of
 :data:`obe.train.METRICS`; null where TRL does not expose the number, see :data:`NOT_AVAILABLE`),
 ``rollouts.jsonl``, ``snapshots/step_N/``, ``final/`` and, through ``--write-done``, done.json.
@@ -24,7 +24,9 @@ resulting per-token advantages ``[rows, T]`` replace TRL's per-sequence ones; TR
 that shape. Everything else (loss, clipping, KL, optimizer, sharding, vLLM weight sync) is TRL's.
 
 Departures from ``obe.train`` (numbered):
- 1. Data order: TRL's ``RepeatSampler`` (seeded shuffle), not ``obe.train.batch_indices``.
+ 1. Data order: TRL's ``RepeatSampler``, its shuffle seeded per epoch by ``derive_seed(seed, "epoch",
+    e)`` (so a resume keeps it), not ``obe.train.batch_indices``; a last incomplete batch of an
+    epoch is dropped.
  2. Rollouts: TRL's generation (HF ``generate`` or vLLM), random stream of the HF Trainer
     (its RNG state is checkpointed); not bitwise equal to ``obe.train``'s rollouts.
  3. One obe step = one TRL generation batch = ``mu`` optimizer steps (TRL's ``num_iterations``),
@@ -35,6 +37,9 @@ Departures from ``obe.train`` (numbered):
     ``(i + 1) / warmup_steps`` per batch; cosine decays to 0 at the last of the ``steps * mu`` updates.
  5. ``entropy/correct`` and ``entropy/incorrect`` are not computed (null); ``clip_ratio*`` and
     ``entropy`` are TRL's (means over the micro-batches of the step).
+ 6. SIGTERM/SIGINT stop after the current step with a checkpoint (exit 143) when every rank gets
+    the signal (Slurm and torchrun deliver it to all); ``--vllm server`` needs a ``trl vllm-serve``
+    started beside the job (the train rule starts none; the presets use colocate).
 """
 
 from __future__ import annotations
@@ -63,7 +68,9 @@ from obe.sampling import derive_seed
 
 TRL_VERSION = "1.16.0"  # the version whose private methods we override (see PINNED_SOURCES)
 # sha256 of ``inspect.getsource`` of every TRL / transformers method this module overrides or
-# relies on by name; tests/test_trl_backend.py fails when an upgrade changes one of them.
+# relies on by name; tests/test_trl_backend.py fails when an upgrade changes one of them. Recorded
+# with trl 1.16.0 and the test extra's transformers (5.24.0); the gpu extra's transformers (5.17.0)
+# was not installed here, so its Trainer._save_checkpoint has not been checked against this.
 PINNED_SOURCES = {
     "trl.GRPOTrainer._generate_and_score_completions": "1fa48922792dcd5c72da155cfe99db477771a7c61cde15519fe8c86d0cdc0b65",
     # read, not overridden: it must keep accepting per-token advantages [B, T]
