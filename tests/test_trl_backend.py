@@ -536,3 +536,19 @@ def test_mu_updates_per_batch(setup, tmp_path):
     assert OutcomeCounts.from_dict(state["counts"]).total() == 2 * B * N
     done = trl_backend.done_record(out)
     assert done["steps"] == 2 and done["metrics_rows"] == 2 and [Path(p).name for p in done["snapshots"]] == ["step_1"]
+
+
+@pytest.mark.slow
+def test_resume_with_another_config_is_refused_or_restarted(setup, tmp_path):
+    """As obe.train: a checkpoint made with other settings is refused (the default) or, with
+    --on-config-change restart (what the train rule passes), the run starts over."""
+    out = tmp_path / "run"
+    worker(setup, out, "--checkpoint-every", "1", steps=2)
+    res = worker(setup, out, "--checkpoint-every", "1", "--coef", "0.5", steps=2, check=False)
+    assert res.returncode != 0 and "different config (coef)" in res.stderr
+    res = worker(setup, out, "--checkpoint-every", "1", "--coef", "0.5", "--lora-r", "0", "--vllm", "off",
+                 "--on-config-change", "restart", steps=2)
+    assert "starting over" in res.stderr
+    assert json.loads((out / "config.json").read_text())["coef"] == 0.5
+    assert [r["step"] for r in _rows(out / "metrics.jsonl")] == [1, 2]
+    assert trl_backend.read_state(trl_backend.latest_checkpoint(out / "checkpoints"))["config"]["coef"] == 0.5
