@@ -275,4 +275,4 @@ def test_docs_scale_md_is_up_to_date():
 def test_cli_prints_a_presets_table(capsys):
     assert scale.main(["--config", str(REPO_ROOT / "configs" / "qwen2.5-7b.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "8 x H100-80GB, ZeRO-3" in out and "**yes**" in out
+    assert "8 x H100-80GB, FSDP" in out and "**yes**" in out

@@ -499,8 +499,8 @@ def _train_command(preset: str, tmp_path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("preset", ["configs/qwen2.5-7b.yaml", "configs/llama-3.1-8b-instruct.yaml"])
-def test_gpu_presets_launch_the_trl_backend_with_zero3_and_vllm_colocate(tmp_path, preset):
-    """The 7-8B presets' train jobs: accelerate launch with configs/accelerate/zero3.yaml over the
+def test_gpu_presets_launch_the_trl_backend_with_fsdp_and_vllm_colocate(tmp_path, preset):
+    """The 7-8B presets' train jobs: accelerate launch with configs/accelerate/fsdp.yaml (FSDP2) over the
     node's 8 GPUs, vLLM colocated, bf16 compute with fp32 master weights; the flags parse and the
     batch splits into whole micro-batches on 8 ranks. (A dry run: no GPU here.)"""
     import yaml
@@ -509,10 +509,10 @@ def test_gpu_presets_launch_the_trl_backend_with_zero3_and_vllm_colocate(tmp_pat
     i = argv.index("obe.trl_backend")
     launcher = argv[:i + 1]
     assert launcher[:3] == ["python", "-m", "accelerate.commands.launch"] and launcher[-2:] == ["-m", "obe.trl_backend"]
-    assert Path(launcher[launcher.index("--config_file") + 1]) == REPO / "configs" / "accelerate" / "zero3.yaml"
+    assert Path(launcher[launcher.index("--config_file") + 1]) == REPO / "configs" / "accelerate" / "fsdp.yaml"
     assert launcher[launcher.index("--num_processes") + 1] == "8"
-    accel = yaml.safe_load((REPO / "configs" / "accelerate" / "zero3.yaml").read_text())
-    assert accel["distributed_type"] == "DEEPSPEED" and accel["deepspeed_config"]["zero_stage"] == 3
+    accel = yaml.safe_load((REPO / "configs" / "accelerate" / "fsdp.yaml").read_text())
+    assert accel["distributed_type"] == "FSDP" and accel["fsdp_config"]["fsdp_version"] == 2
     cfg, extra, _ = trl_backend.parse(argv[i + 1:])
     assert extra["vllm"] == "colocate" and extra["vllm_gpu_memory_utilization"] == 0.4 and extra["vllm_max_model_len"] > 0
     assert (cfg.device, cfg.dtype, cfg.master_weights, cfg.gradient_checkpointing) == ("cuda", "bfloat16", "float32", True)
