@@ -220,6 +220,8 @@ def test_raising_micro_batch_past_the_memory_fails_the_check(preset):
 
 def test_rollout_batch_past_the_memory_fails_the_check():
     cfg = merged("configs/qwen2.5-math-1.5b.yaml")
+    cfg["train"]["backend"], cfg["hardware"]["colocate_vllm"] = "obe", None  # rollouts by HF generate
+    assert scale.training_memory(scale.plan_from_config(cfg)).fits is True  # the obe backend fits too
     cfg["train"]["rollout_batch"] = 0  # all 1024 rollouts in one generate call
     assert scale.training_memory(scale.plan_from_config(cfg)).fits is False
 

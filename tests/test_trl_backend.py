@@ -522,6 +522,18 @@ def test_gpu_presets_launch_the_trl_backend_with_fsdp_and_vllm_colocate(tmp_path
         assert cfg.use_chat_template != "never"  # trains on the chat prompts it is evaluated on
 
 
+def test_the_1_5b_preset_trains_with_the_trl_backend_on_one_gpu_with_colocated_vllm(tmp_path):
+    """Qwen2.5-Math-1.5B: one process on one GPU (one_gpu.yaml), vLLM colocated at the share
+    docs/scale.md computes for it, update micro-batches of 2 in bf16 with fp32 master weights."""
+    argv = _train_command("configs/qwen2.5-math-1.5b.yaml", tmp_path)
+    i = argv.index("obe.trl_backend")
+    assert Path(argv[argv.index("--config_file") + 1]) == REPO / "configs" / "accelerate" / "one_gpu.yaml"
+    assert argv[argv.index("--num_processes") + 1] == "1"
+    cfg, extra, _ = trl_backend.parse(argv[i + 1:])
+    assert extra["vllm"] == "colocate" and extra["vllm_gpu_memory_utilization"] == 0.25
+    assert (cfg.dtype, cfg.master_weights, cfg.micro_batch, cfg.gradient_checkpointing) == ("bfloat16", "float32", 2, True)
+
+
 @pytest.mark.slow
 def test_mu_updates_per_batch(setup, tmp_path):
     """mu = 2: two optimizer steps per rollout batch (TRL's num_iterations); one metrics row, one
