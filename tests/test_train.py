@@ -125,6 +125,9 @@ def test_batch_indices_epochs_and_lr_schedule():
     assert T.batch_indices(10, 7, 5, seed=3) == idx[7:12]
     f = T.lr_lambda(T.TrainConfig(steps=10, warmup_steps=2, lr_schedule="cosine"))
     assert [round(f(i), 6) for i in (0, 1, 2)] == [0.5, 1.0, 1.0] and f(10) == pytest.approx(0.0)
+    # mu updates per batch share one schedule step: the cosine still ends at the last batch
+    g = T.lr_lambda(T.TrainConfig(steps=10, warmup_steps=2, lr_schedule="cosine", mu=3))
+    assert g(10) == pytest.approx(0.0) and g(6) == pytest.approx(f(6))
 
 
 # -- training ----------------------------------------------------------------------------

@@ -323,12 +323,14 @@ def resolve_config(argv: Optional[Sequence[str]] = None) -> tuple[Optional[Train
 
 
 def lr_lambda(cfg: TrainConfig):
-    def factor(i: int) -> float:  # i = optimizer steps taken so far
+    # i = training steps (batches) done so far: the scheduler steps once per batch, after its mu
+    # updates, so the cosine reaches 0 at the last step whatever mu is
+    def factor(i: int) -> float:
         if i < cfg.warmup_steps:
             return (i + 1) / cfg.warmup_steps
         if cfg.lr_schedule == "constant":
             return 1.0
-        progress = (i - cfg.warmup_steps) / max(1, cfg.steps * cfg.mu - cfg.warmup_steps)
+        progress = (i - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return factor
 
