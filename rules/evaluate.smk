@@ -37,6 +37,8 @@ rule log_evals:
         **rule_resources("log_evals"),
     log:
         f"{R}/logs/log_evals/{{method}}__s{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/log_evals/{{method}}__s{{seed}}.tsv"
     conda:
         "../envs/cpu.yaml"
     shell:
