@@ -500,13 +500,23 @@ def done_record(out: str | Path) -> dict[str, Any]:
     ``snapshots`` lists the snapshots of the run's planned ``save_steps``; others left from an
     earlier plan (e.g. before ``steps`` grew) are listed as ``unplanned_snapshots``."""
     out = Path(out).resolve()
-    try:
-        cfg = json.loads((out / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"{out}: run not started or its config.json is unreadable ({exc})") from None
+    cfg = read_run_config(out)
     last = next((p for p in reversed(ckpt.list_checkpoints(out / "checkpoints")) if ckpt.verify(p, deep=False) is None),
                 None)
-    step = ckpt.read_state(last)["step"] if last else 0
+    return finished_record(out, cfg, ckpt.read_state(last)["step"] if last else 0)
+
+
+def read_run_config(out: Path) -> dict[str, Any]:
+    """The resolved config.json of the run in ``out`` (SystemExit naming the file if unreadable)."""
+    try:
+        return json.loads((out / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"{out}: run not started or its config.json is unreadable ({exc})") from None
+
+
+def finished_record(out: Path, cfg: dict[str, Any], step: int) -> dict[str, Any]:
+    """done.json of the run in ``out`` whose newest good checkpoint is at ``step`` (both backends);
+    SystemExit if it is not finished."""
     if step != cfg["steps"] or not (out / "final" / "config.json").is_file():
         raise SystemExit(f"{out}: run not finished (checkpoint step {step} of {cfg['steps']})")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -615,25 +615,12 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
 def done_record(out: str | Path) -> dict[str, Any]:
     """done.json of a finished trl-backend run: the fields of ``obe.train --write-done`` (a test
     compares the two), with the step read from the newest complete TRL checkpoint."""
-    from obe.train import TIMING_KEYS
+    from obe.train import finished_record, read_run_config
 
     out = Path(out).resolve()
-    try:
-        cfg = json.loads((out / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"{out}: run not started or its config.json is unreadable ({exc})") from None
+    cfg = read_run_config(out)
     last = latest_checkpoint(out / "checkpoints")
-    step = read_state(last)["step"] if last else 0
-    if step != cfg["steps"] or not (out / "final" / "config.json").is_file():
-        raise SystemExit(f"{out}: run not finished (checkpoint step {step} of {cfg['steps']})")
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    planned = set(cfg.get("save_steps", []))
-    snaps = sorted((out / "snapshots").glob("step_*"), key=lambda p: p.name)
-    is_planned = lambda p: p.name.removeprefix("step_").isdigit() and int(p.name[5:]) in planned  # noqa: E731
-    return {"steps": step, "method": cfg["method"], "seed": cfg["seed"], "final": str(out / "final"),
-            "snapshots": [str(p) for p in snaps if is_planned(p)],
-            "unplanned_snapshots": [str(p) for p in snaps if not is_planned(p)], "metrics_rows": len(rows),
-            "last_metrics": {k: v for k, v in rows[-1].items() if k not in TIMING_KEYS} if rows else {}}
+    return finished_record(out, cfg, read_state(last)["step"] if last else 0)
 
 
 def parse(argv: Optional[Sequence[str]] = None):
