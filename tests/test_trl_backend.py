@@ -564,3 +564,25 @@ def test_resume_with_another_config_is_refused_or_restarted(setup, tmp_path):
     assert json.loads((out / "config.json").read_text())["coef"] == 0.5
     assert [r["step"] for r in _rows(out / "metrics.jsonl")] == [1, 2]
     assert trl_backend.read_state(trl_backend.latest_checkpoint(out / "checkpoints"))["config"]["coef"] == 0.5
+    # the first run is set aside, not deleted (issue 16's rule for obe.train holds here too)
+    (aside,) = (out / "superseded").iterdir()
+    assert "different config (coef)" in (aside / "why.txt").read_text()
+    assert json.loads((aside / "config.json").read_text())["coef"] != 0.5
+    assert [r["step"] for r in _rows(aside / "metrics.jsonl")] == [1, 2] and (aside / "checkpoints").is_dir()
+
+
+def test_a_moved_project_resumes(setup, tmp_path):
+    """The checkpoint records what the initial model is (obe.train.model_identity), not its path:
+    the whole folder tree copied elsewhere resumes instead of restarting."""
+    import shutil
+
+    out = tmp_path / "a" / "run"
+    worker(setup, out, "--checkpoint-every", "1", steps=2)
+    moved = tmp_path / "b"
+    shutil.copytree(setup["root"], moved / "setup")
+    shutil.copytree(out, moved / "run")
+    moved_setup = {**setup, "model_dir": str(moved / "setup" / Path(setup["model_dir"]).relative_to(setup["root"])),
+                   "data": str(moved / "setup" / Path(setup["data"]).relative_to(setup["root"]))}
+    res = worker(moved_setup, moved / "run", "--checkpoint-every", "1", steps=3)
+    assert "starting over" not in res.stderr and not (moved / "run" / "superseded").exists()
+    assert [r["step"] for r in _rows(moved / "run" / "metrics.jsonl")] == [1, 2, 3]

@@ -399,7 +399,8 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
     from obe.tracking import NullTracker, relog_rows, resumable_run_id, run_name, start_run
     from obe.progress import Progress
     from obe.synthetic import rollout_metrics as task_rollout_metrics
-    from obe.train import COMPLETION_COLUMNS, METRICS, config_mismatch, peak_memory_gb
+    from obe.train import (COMPLETION_COLUMNS, METRICS, RUN_OUTPUTS, config_mismatch, model_identity,
+                           peak_memory_gb)
 
     check_trl_version()
     torch.set_num_threads(cfg.threads)
@@ -413,6 +414,7 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
     if not records:
         raise SystemExit(f"{cfg.train_data}: no training questions")
     data_digest = hashlib.sha256("\n".join(r.id for r in records).encode()).hexdigest()
+    model_id = model_identity(cfg.model)  # what the model is, not where it lives: a moved project resumes
     problem_of = {str(r.id): r.problem for r in records}
     full_config = dict(cfg.to_dict(), backend="trl", trl=dict(extra))
     last = latest_checkpoint(ck_root)
@@ -420,17 +422,17 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
         state = read_state(last)
         state_cfg = dict(state["config"])
         why = config_mismatch(cfg, dict(state, config={k: v for k, v in state_cfg.items() if k not in ("backend", "trl")}),
-                              data_digest)
+                              data_digest, model_id)
         if why is None and state_cfg.get("trl") != dict(extra):
             why = "was made with other TRL settings"
         if why:
             if cfg.on_config_change != "restart":
                 raise SystemExit(f"{out}: checkpoint {last.name} {why}; use another --out, the same options, "
                                  f"or --on-config-change restart")
-            if main:
-                print(f"obe.trl_backend: checkpoint {last.name} {why}; starting over", file=sys.stderr, flush=True)
-                for d in ("checkpoints", "snapshots", "final"):
-                    shutil.rmtree(out / d, ignore_errors=True)
+            if main:  # set aside, never deleted: obe.train's rule for a restart
+                aside = ckpt.supersede(out, f"checkpoint {last.name} {why}", move=[out / d for d in RUN_OUTPUTS])
+                print(f"obe.trl_backend: checkpoint {last.name} {why}; the old run is set aside in {aside}; "
+                      f"starting over", file=sys.stderr, flush=True)
             last = None
     metrics_path, rollouts_path = out / "metrics.jsonl", out / "rollouts.jsonl"
     counts, solved = OutcomeCounts(), []
@@ -574,7 +576,7 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
                 os.fsync(f.fileno())
         return {"metrics_bytes": metrics_path.stat().st_size if metrics_path.exists() else 0,
                 "rollouts_bytes": rollouts_path.stat().st_size if rollouts_path.exists() else 0,
-                "config": full_config, "data_digest": data_digest}
+                "config": full_config, "data_digest": data_digest, "model_identity": model_id}
 
     trainer = Trainer(model=cfg.model, args=args, processing_class=tokenizer,
                       train_dataset=train_dataset(records, cfg, tokenizer), exploration=cfg.exploration(),
