@@ -90,14 +90,14 @@ from typing import Any, Optional
 
 import numpy as np
 
+from obe.methods import METHODS
 from obe.grading import SENTINEL_KEYS
 from obe.metrics import pass_at_k
 
-METHOD_ORDER = ("grpo", "ucb", "ucb_mean", "ucb_con", "batch")
-METHOD_LABELS = {"base": "Base", "grpo": "GRPO", "ucb": "UCB", "ucb_mean": "UCB-Mean", "ucb_con": "UCB-Con",
-                 "batch": "Batch"}
-METHOD_COLORS = {"base": "#000000", "grpo": "#1f77b4", "ucb": "#ff7f0e", "ucb_mean": "#2ca02c",
-                 "ucb_con": "#d62728", "batch": "#9467bd"}
+# order, labels and colours from the method registry (obe.bonuses.METHODS), plus the base model
+METHOD_ORDER = tuple(m.name for m in METHODS)
+METHOD_LABELS = {"base": "Base", **{m.name: m.label for m in METHODS}}
+METHOD_COLORS = {"base": "#000000", **{m.name: m.color for m in METHODS}}
 EXTRA_COLORS = ("#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 PAPER_KS = (1, 4, 16, 32)
 RUN_RE = re.compile(r"^(?P<method>[A-Za-z0-9_]+?)__s(?P<seed>\d+)$")

@@ -46,6 +46,7 @@ import torch
 
 from obe.advantages import AdvantageConfig, RewardsLike, as_float_table, group_advantages_cfg
 from obe.counts import OutcomeCounts
+from obe.methods import METHODS
 
 KeysBn = Sequence[Sequence[str]]
 CountsLike = Union[torch.Tensor, Sequence[Sequence[int]]]
@@ -171,14 +172,9 @@ def batch_bonus(keys_Bn: KeysBn, counts_Bn: Optional[CountsLike], cfg: "Explorat
     return torch.tensor(rows, dtype=torch.float64).reshape(B, n)
 
 
-BONUSES: dict[str, BonusFn] = {
-    "grpo": grpo_bonus,
-    "ucb": ucb_bonus,
-    "ucb_mean": ucb_mean_bonus,
-    "ucb_con": ucb_con_bonus,
-    "batch": batch_bonus,
-}
-COUNT_METHODS: frozenset[str] = frozenset({"ucb", "ucb_mean", "ucb_con"})
+# the registry's rows (obe.methods) with their functions
+BONUSES: dict[str, BonusFn] = {m.name: globals()[m.bonus] for m in METHODS}
+COUNT_METHODS: frozenset[str] = frozenset(m.name for m in METHODS if m.uses_counts)
 # Every exploration setting, in order; all but ``method`` are the per-method keys of the config.
 EXPLORATION_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ExplorationConfig))
 METHOD_SETTINGS: tuple[str, ...] = EXPLORATION_FIELDS[1:]

@@ -25,6 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
+from obe.methods import METHODS
+
 SECTIONS = (
     ("guide", "How to read this report"),
     ("inputs", "Data and outputs: dropped rows, stale outputs"),
@@ -59,7 +61,7 @@ GUIDE = [
     "fewer no claim is called significant.",
     "Differences between an exploration method and GRPO are paired by seed (same seed, same data order). An interval "
     "that excludes 0 means the seeds agree on the sign; one that contains 0 means we cannot tell.",
-    "Colours are fixed per method in every figure (GRPO blue, UCB orange, UCB-Mean green, UCB-Con red, Batch purple); "
+    "Colours are fixed per method in every figure (" + ", ".join(f"{m.label} {m.color_name}" for m in METHODS) + "); "
     "the base model is black.",
     "Start with 'Paper vs us': one row per claim of the paper, the number that tests it and the verdict (holds / does "
     "not hold / inconclusive / not tested). The sections below hold the figures and tables behind each verdict.",
