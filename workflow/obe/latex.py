@@ -12,19 +12,16 @@ _LOOSE_BOX_RE = re.compile(r"(?:boxed|fbox)\s*\{|□\s*\{")  # starts with a lit
 _BRACE_RE = re.compile(r"\\[{}]|[{}]")
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` or ``\\fbox{...}`` in ``text``, braces balanced.
-
-    Returns ``None`` when there is no complete box (e.g. an unclosed brace at the end of a
-    truncated generation); an earlier complete box is then returned instead. Runs in linear
-    time even on hostile input (100,000 nested braces, or 100,000 unclosed ``\\boxed{``):
-    one pass matches every brace with a stack, then the last box whose brace closes wins.
-    """
-    starts = {m.end() - 1: m.end() for m in _BOX_RE.finditer(text)}
+def _last_box(text: str) -> tuple[int, int, int] | None:
+    """``(start of \\boxed, start of its content, position of its closing brace)`` of the last
+    complete ``\\boxed{...}``/``\\fbox{...}`` in ``text``, or ``None``. Linear time even on
+    hostile input (100,000 nested braces, or 100,000 unclosed ``\\boxed{``): one pass matches
+    every brace with a stack, then the last box whose brace closes wins."""
+    starts = {m.end() - 1: (m.start(), m.end()) for m in _BOX_RE.finditer(text)}
     if not starts:
         return None
     stack: list[int] = []
-    best: tuple[int, int] | None = None  # (content start, content end) of the last closed box
+    best: tuple[int, int, int] | None = None
     for m in _BRACE_RE.finditer(text):
         tok = m.group()
         if len(tok) == 2:
@@ -33,11 +30,27 @@ def last_boxed(text: str) -> str | None:
         if tok == "{":
             stack.append(pos)
         elif stack:
-            open_pos = stack.pop()
-            content_start = starts.get(open_pos)
-            if content_start is not None and (best is None or content_start > best[0]):
-                best = (content_start, pos)
-    return None if best is None else text[best[0] : best[1]]
+            box = starts.get(stack.pop())
+            if box is not None and (best is None or box[0] > best[0]):
+                best = (box[0], box[1], pos)
+    return best
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` or ``\\fbox{...}`` in ``text``, braces balanced.
+
+    Returns ``None`` when there is no complete box (e.g. an unclosed brace at the end of a
+    truncated generation); an earlier complete box is then returned instead.
+    """
+    box = _last_box(text)
+    return None if box is None else text[box[1] : box[2]]
+
+
+def last_boxed_span(text: str) -> tuple[int, int] | None:
+    """``[start, end)`` of the whole box :func:`last_boxed` reads (``\\boxed{``, the answer and
+    the closing brace), for masking its tokens; ``None`` without a complete box."""
+    box = _last_box(text)
+    return None if box is None else (box[0], box[2] + 1)
 
 
 def boxed_spans(text: str) -> list[tuple[int, int, str]]:

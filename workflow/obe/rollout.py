@@ -17,18 +17,16 @@ answer tokens (:func:`obe.bonuses.token_advantages`).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
+from obe.latex import last_boxed_span
 from obe.models import render_template
 from obe.sampling import derive_seed, eos_token_ids
 
-_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
-_BRACE_RE = re.compile(r"\\[{}]|[{}]")
 
 
 @dataclass(frozen=True)
@@ -181,32 +179,6 @@ def _generate_once(model, tokenizer, prompt_ids: Sequence[Sequence[int]], cfg: R
 
 
 # -- final-answer token span ---------------------------------------------------------
-
-
-def last_boxed_span(text: str) -> Optional[tuple[int, int]]:
-    """``[start, end)`` of the whole last complete ``\\boxed{...}`` (or ``\\fbox``) in ``text``.
-
-    Same rule as :func:`obe.latex.last_boxed` (escaped braces ignored; the last box whose
-    brace closes wins), but returns the character span of the box including ``\\boxed{``
-    and the closing brace; ``None`` without a complete box.
-    """
-    starts = {m.end() - 1: m.start() for m in _BOX_RE.finditer(text)}
-    if not starts:
-        return None
-    stack: list[int] = []
-    best: Optional[tuple[int, int]] = None
-    for m in _BRACE_RE.finditer(text):
-        tok = m.group()
-        if len(tok) == 2:
-            continue
-        if tok == "{":
-            stack.append(m.start())
-        elif stack:
-            open_pos = stack.pop()
-            box_start = starts.get(open_pos)
-            if box_start is not None and (best is None or box_start > best[0]):
-                best = (box_start, m.start() + 1)
-    return best
 
 
 def _pieces(tokenizer, ids: Sequence[int]) -> list[str]:
