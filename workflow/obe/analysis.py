@@ -91,6 +91,7 @@ from typing import Any, Optional
 import numpy as np
 
 from obe.methods import METHODS
+from obe.records import read_json_lines as read_jsonl
 from obe.grading import SENTINEL_KEYS
 from obe.metrics import pass_at_k
 
@@ -394,18 +395,6 @@ def fmt_mean_std(st: Optional[Mapping[str, Any]], digits: int = 3) -> str:
 # ---------------------------------------------------------------------------------------------
 # reading inputs
 # ---------------------------------------------------------------------------------------------
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path} line {lineno}: not valid JSON ({exc.msg})") from None
-    return rows
 
 
 def load_eval_dir(path: str | Path) -> dict[str, Any]:

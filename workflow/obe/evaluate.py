@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from obe.grading import NO_ANSWER_KEY, SENTINEL_KEYS
+from obe.records import iter_json_lines
 from obe.metrics import (
     answer_entropy,
     distinct_answers,
@@ -38,20 +39,13 @@ REQUIRED_FIELDS = ("question_id", "sample_index", "outcome_key", "correct", "num
 def read_graded(path: str) -> list[dict[str, Any]]:
     """Graded rows from JSONL; a row missing a field or never graded names file and line."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path} line {lineno}: not valid JSON ({exc.msg})") from None
-            missing = [k for k in REQUIRED_FIELDS if k not in row]
-            if missing:
-                raise ValueError(f"{path} line {lineno}: missing fields {missing}")
-            if row["outcome_key"] is None or row["correct"] is None:
-                raise ValueError(f"{path} line {lineno}: sample is not graded (run obe.grade first)")
-            rows.append(row)
+    for lineno, row in iter_json_lines(path):
+        missing = [k for k in REQUIRED_FIELDS if k not in row]
+        if missing:
+            raise ValueError(f"{path} line {lineno}: missing fields {missing}")
+        if row["outcome_key"] is None or row["correct"] is None:
+            raise ValueError(f"{path} line {lineno}: sample is not graded (run obe.grade first)")
+        rows.append(row)
     if not rows:
         raise ValueError(f"{path}: no graded samples")
     return rows

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from obe.progress import Progress
+from obe.records import read_json_lines
 from obe.tracking import add_wandb_args, log_stage_summary
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -140,8 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"graded {n} rows -> {args.out}", file=sys.stderr)
     if args.experiment:
-        with open(args.out, encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+        rows = read_json_lines(args.out)
         summary = {"rows": n, "accuracy": sum(bool(r["correct"]) for r in rows) / max(1, n),
                    "frac_no_answer": sum(r.get("grade_status") == "no_answer" for r in rows) / max(1, n)}
         log_stage_summary(args, stage="grade", name=Path(args.out).stem, config=vars(args), summary=summary)

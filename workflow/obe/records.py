@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -41,6 +43,22 @@ def write_jsonl(path: str, records: list[Record]) -> None:
             f.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
 
 
-def read_jsonl(path: str) -> list[Record]:
+def iter_json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` of each non-blank line of a JSONL file; a line that is not JSON
+    is a ValueError naming the file and the line. The one JSONL reader of the package."""
     with open(path, encoding="utf-8") as f:
-        return [Record.from_dict(json.loads(line)) for line in f if line.strip()]
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield lineno, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path} line {lineno}: not valid JSON ({exc.msg})") from None
+
+
+def read_json_lines(path: str | Path) -> list[Any]:
+    """Every value of a JSONL file (see :func:`iter_json_lines`)."""
+    return [value for _, value in iter_json_lines(path)]
+
+
+def read_jsonl(path: str) -> list[Record]:
+    return [Record.from_dict(row) for row in read_json_lines(path)]

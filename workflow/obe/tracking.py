@@ -236,9 +236,10 @@ def relog_rows(tracker: NullTracker | WandbTracker, path: str | os.PathLike) -> 
     """
     if isinstance(tracker, NullTracker) or not os.path.exists(path):
         return
+    from obe.records import read_json_lines
+
     try:
-        with open(path) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+        rows = read_json_lines(path)
     except (OSError, ValueError) as exc:
         print(f"obe.tracking: cannot re-log {path} ({exc!r}); continuing", file=sys.stderr)
         return

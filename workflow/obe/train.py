@@ -75,6 +75,7 @@ from obe.grading import EXTRACT_MODES, SENTINEL_KEYS, ExtractConfig, grade
 from obe.fastlm import ENGINES, LeanLM, resolve_engine
 from obe.loss import LossConfig, policy_loss, token_entropy, token_logprobs
 from obe.progress import Progress
+from obe.records import read_json_lines
 from obe.models import CHAT_TEMPLATE_MODES, DTYPES, ModelConfig, build_prompts, prompt_adds_special_tokens, torch_dtype
 from obe.rollout import RolloutConfig, answer_token_mask, generate_rollouts
 from obe.sampling import derive_seed, tokenize_prompts
@@ -519,7 +520,7 @@ def finished_record(out: Path, cfg: dict[str, Any], step: int) -> dict[str, Any]
     SystemExit if it is not finished."""
     if step != cfg["steps"] or not (out / "final" / "config.json").is_file():
         raise SystemExit(f"{out}: run not finished (checkpoint step {step} of {cfg['steps']})")
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = read_json_lines(out / "metrics.jsonl")
     planned = set(cfg.get("save_steps", []))
     snaps = sorted((out / "snapshots").glob("step_*"), key=lambda p: p.name)
     is_planned = lambda p: p.name.removeprefix("step_").isdigit() and int(p.name[5:]) in planned  # noqa: E731
