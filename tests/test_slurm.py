@@ -61,13 +61,14 @@ CLUSTER_CPUS = 2
 GPU_RULES = {"sample", "train"}
 # A training job killed by its time limit. The test gives training jobs a 1-minute first attempt
 # (TIME_LIMIT_CONFIG; attempt k gets k minutes, rules/common.smk) and makes the trainer of
-# SLOW_RUN idle SLOW_STEP_S after each of its 4 steps (OBE_TEST_STEP_SLEEP, a test-only hook in
-# obe.train), so that attempt 1 cannot finish: at the limit Slurm sends SIGTERM, the trainer saves
+# SLOW_RUN wait after step SLOW_HOLD_STEP of its 4 until a signal comes (OBE_TEST_HOLD_AFTER_STEP, a
+# test-only hook in obe.train; a resumed run does not wait), so that attempt 1 cannot finish,
+# whatever the machine's speed and Slurm's timer granularity: at the limit Slurm sends SIGTERM, the trainer saves
 # a checkpoint and exits 143 (KillWait later Slurm would SIGKILL it), the job ends TIMEOUT, the
 # profile's `retries` resubmit it with 2 minutes and it resumes. The batch method, because its
 # bonus gives gradients even when no smoke rollout is correct (GRPO's are then all zero).
 SLOW_RUN = "batch__s0"
-SLOW_STEP_S = 20
+SLOW_HOLD_STEP = 2
 TIME_LIMIT_CONFIG = "resources:\n  train: {runtime: 1}\n"
 
 
@@ -328,7 +329,7 @@ def test_smoke_dag_through_slurm_matches_local_run(cluster, tmp_path):
     cmd = [*snakemake_cmd(), "--cores", "all", "--profile", "slurm", *SMOKE, "time_limit.yaml",
            "--config", "gpus_per_job=1", *TEST_CLUSTER_ARGS]
     slow_method = SLOW_RUN.split("__")[0]
-    slurm_env = {**run_env(cluster.env), "OBE_TEST_STEP_SLEEP": f"{slow_method}:{SLOW_STEP_S}"}
+    slurm_env = {**run_env(cluster.env), "OBE_TEST_HOLD_AFTER_STEP": f"{slow_method}:{SLOW_HOLD_STEP}"}
     with open(local_log, "w") as local_fh, open(slurm_log, "w") as slurm_fh:
         local = subprocess.Popen(
             local_cmd, cwd=local_tree, env=env, stdout=local_fh, stderr=subprocess.STDOUT,
@@ -455,7 +456,7 @@ def test_smoke_dag_through_slurm_matches_local_run(cluster, tmp_path):
     # attempt 1's own log, which Snakemake printed when the job failed: the trainer got SIGTERM
     # and saved the checkpoint that attempt 2 resumed from
     saved = re.findall(r"obe\.train: signal 15 received; checkpoint saved at step (\d+), exiting", full_log)
-    assert saved == [str(resume_step)], (saved, resume_step, "the trainer did not save at SIGTERM before KillWait")
+    assert saved == [str(resume_step)] == [str(SLOW_HOLD_STEP)], (saved, resume_step, "the trainer did not save at SIGTERM before KillWait")
     metrics = jsonl((slurm_tree / R / "train" / SLOW_RUN / "metrics.jsonl").read_bytes())
     assert [row["step"] for row in metrics] == list(range(1, len(metrics) + 1)) and 0 < resume_step < len(metrics)
     # the run had gradients (the batch bonus), so its weights and AdamW moments move and equal

@@ -534,13 +534,16 @@ def _mean(xs: list[float]) -> Optional[float]:
     return sum(xs) / len(xs) if xs else None
 
 
-def _test_step_sleep(method: str, stop: dict) -> None:
-    """TESTING ONLY (tests/test_slurm.py): with OBE_TEST_STEP_SLEEP=METHOD:SECONDS, that method's
-    trainer idles SECONDS after each step, until a signal comes, so that its job outlives a
-    1-minute Slurm time limit. Changes no result; never set it in real runs."""
-    target, _, seconds = os.environ.get("OBE_TEST_STEP_SLEEP", "").partition(":")
-    end = time.monotonic() + float(seconds or 0)
-    while target == method and stop["signal"] is None and time.monotonic() < end:
+def _test_hold_after_step(method: str, step: int, resumed: bool, stop: dict) -> None:
+    """TESTING ONLY (tests/test_slurm.py): with OBE_TEST_HOLD_AFTER_STEP=METHOD:STEP, a fresh
+    (not resumed) run of that method waits after step STEP until a signal comes (at most 10
+    minutes), so that its job outlives a 1-minute Slurm time limit at a known step whatever the
+    machine's speed; the resumed run does not wait. Changes no result; never set it in real runs."""
+    target, _, at = os.environ.get("OBE_TEST_HOLD_AFTER_STEP", "").partition(":")
+    if target != method or resumed or step != int(at or 0):
+        return
+    end = time.monotonic() + 600
+    while stop["signal"] is None and time.monotonic() < end:
         time.sleep(0.1)
 
 
@@ -570,6 +573,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     data_digest = hashlib.sha256("\n".join(r.id for r in records).encode()).hexdigest()
     model_id = model_identity(cfg.model)
     last = resume_point(cfg, out, data_digest, model_id)  # verified; bad or superseded ones moved aside
+    resumed = last is not None
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -797,7 +801,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             progress.update(step, reward=row["reward"], distinct=row["answers/distinct_per_group"],
                             tokens_per_s=round(row["perf/tokens_per_sec"]))
 
-            _test_step_sleep(cfg.method, stop)
+            _test_hold_after_step(cfg.method, step, resumed, stop)
             # -- save ----------------------------------------------------------------
             if step in cfg.save_steps:
                 ckpt.save_hf_dir(out / "snapshots" / f"step_{step}", model, tokenizer)
