@@ -219,9 +219,9 @@ def main(argv=None) -> int:
                                               f"bonus/mean {rows[-1]['bonus/mean']:.3f}; {secs:.0f} s; peak GPU MiB {mem.peak}")
         else:
             report(f"train-{method}", "FAIL", tail)
-    try:
-        import obe.trl_backend  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("obe.trl_backend") is None:  # found, not imported: the CLI imports it
         report("train-trl", "SKIP", "obe.trl_backend is not in this checkout")
     else:
         out = args.work / "train_trl"

@@ -91,7 +91,7 @@ from typing import Any, Optional
 import numpy as np
 
 from obe.methods import METHODS
-from obe.records import read_json_lines as read_jsonl
+from obe.records import read_json_lines
 from obe.grading import SENTINEL_KEYS
 from obe.metrics import pass_at_k
 
@@ -404,16 +404,16 @@ def load_eval_dir(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{summary_path}: no summary.json (obe.evaluate output)")
     summary = json.loads(summary_path.read_text())
     pq = summary_path.parent / "per_question.jsonl"
-    return {"summary": summary, "per_question": read_jsonl(pq) if pq.exists() else None, "path": str(p)}
+    return {"summary": summary, "per_question": read_json_lines(pq) if pq.exists() else None, "path": str(p)}
 
 
 def load_train_dir(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     out: dict[str, Any] = {"path": str(p), "metrics": [], "rollouts": None, "config": {}}
     if (p / "metrics.jsonl").exists():
-        out["metrics"] = read_jsonl(p / "metrics.jsonl")
+        out["metrics"] = read_json_lines(p / "metrics.jsonl")
     if (p / "rollouts.jsonl").exists():
-        out["rollouts"] = read_jsonl(p / "rollouts.jsonl")
+        out["rollouts"] = read_json_lines(p / "rollouts.jsonl")
     if (p / "config.json").exists():
         out["config"] = json.loads((p / "config.json").read_text())
     if not out["metrics"] and not out["rollouts"]:
@@ -1362,7 +1362,7 @@ def run_analysis(evals: Mapping[tuple[str, int, str], str | Path], trains: Mappi
         if method == "base":
             raise ValueError("--train base=...: the base model has no training run")
         train_runs[method][seed] = load_train_dir(p)
-    base_rows = read_jsonl(base_train) if base_train else None
+    base_rows = read_json_lines(base_train) if base_train else None
     if base_train and not base_rows:
         raise ValueError(f"{base_train}: no base train samples")
     if not base_train:

@@ -507,7 +507,6 @@ def exact_number(s: str) -> Fraction | None:
         raise _NotNumber
 
     def frac_arg() -> Fraction:
-        nonlocal pos
         t = peek()
         if t == "{":
             return atom()

@@ -487,7 +487,7 @@ def render_tables(plans: Optional[Sequence[Plan]] = None) -> str:
         BEGIN,
         "### Architectures\n\n" + arch_table(),
         "### Settings\n\n" + settings_table(plans),
-        f"### Training job: memory per GPU (GB = 10^9 bytes)\n\n" + training_table(plans),
+        "### Training job: memory per GPU (GB = 10^9 bytes)\n\n" + training_table(plans),
         "### Sampling and evaluation job (vLLM): memory per GPU\n\n" + sampling_table(plans),
         END,
     ])

@@ -37,7 +37,6 @@ resumable stage never shares a parent's wandb-core (``leave_inherited_service``)
 
 from __future__ import annotations
 
-import json
 import netrc
 import os
 import re

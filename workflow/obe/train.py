@@ -824,14 +824,19 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             signal.signal(s, h)
 
 
+def print_metric_keys() -> None:
+    """``--list-metrics`` of both trainers: every key of a metrics row with its meaning."""
+    for key, desc in METRICS.items():
+        print(f"{key:40s} {desc}")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg, args = resolve_config(argv)
     if args.write_done:
         print(json.dumps(done_record(args.write_done), indent=2))
         return 0
     if cfg is None:
-        for key, desc in METRICS.items():
-            print(f"{key:40s} {desc}")
+        print_metric_keys()
         return 0
     try:
         summary = train(cfg)

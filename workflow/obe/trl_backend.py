@@ -394,7 +394,6 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
     import transformers
     from transformers import AutoTokenizer, TrainerCallback
 
-    from obe.advantages import AdvantageConfig  # noqa: F401 (cfg.advantage() builds it)
     from obe.records import read_jsonl
     from obe.tracking import NullTracker, relog_rows, resumable_run_id, run_name, start_run
     from obe.progress import Progress
@@ -658,10 +657,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(json.dumps(done_record(args.write_done), indent=2))
         return 0
     if cfg is None:
-        from obe.train import METRICS
+        from obe.train import print_metric_keys
 
-        for key, desc in METRICS.items():
-            print(f"{key:40s} {desc}")
+        print_metric_keys()
         return 0
     summary = run(cfg, extra)
     if int(os.environ.get("RANK", "0")) == 0:
