@@ -12,7 +12,7 @@ min_version("9.0")
 configfile: "config.yaml"
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
-from obe.config import validate_config
+from obe.core.config import validate_config
 
 validate_config(config)
 

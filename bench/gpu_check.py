@@ -9,7 +9,7 @@ the same CLIs the Snakemake rules call:
   sample-hf       python -m obe.sampling --backend hf --device cuda
   train-METHOD    python -m obe.train on cuda for grpo, ucb_con and batch: bf16 compute with fp32
                   master weights, gradient checkpointing, rollout and update micro-batches
-  train-trl       the trl backend (python -m obe.trl_backend), when the package has it
+  train-trl       the trl backend (python -m obe.engines.trl_backend), when the package has it
   evaluate        python -m obe.grade and python -m obe.evaluate on the vLLM (else hf) samples
 
 and prints one line per part: PASS/FAIL/SKIP, tokens/s and the peak GPU memory (nvidia-smi's
@@ -89,7 +89,7 @@ def build_tiny_qwen2(out: Path, device: str, steps: int, seed: int = 0) -> dict:
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
     from obe import base_model as bm
-    from obe import synthetic
+    from obe.tasks import synthetic
 
     torch.manual_seed(seed)
     tok = bm.build_tokenizer()
@@ -221,12 +221,12 @@ def main(argv=None) -> int:
             report(f"train-{method}", "FAIL", tail)
     import importlib.util
 
-    if importlib.util.find_spec("obe.trl_backend") is None:  # found, not imported: the CLI imports it
-        report("train-trl", "SKIP", "obe.trl_backend is not in this checkout")
+    if importlib.util.find_spec("obe.engines.trl_backend") is None:  # found, not imported: the CLI imports it
+        report("train-trl", "SKIP", "obe.engines.trl_backend is not in this checkout")
     else:
         out = args.work / "train_trl"
         with GpuMemoryPoller() as mem:
-            ok, secs, tail = run([py, "-m", "obe.trl_backend", *train_common, "--method", "ucb_con", "--out", str(out)],
+            ok, secs, tail = run([py, "-m", "obe.engines.trl_backend", *train_common, "--method", "ucb_con", "--out", str(out)],
                                  args.work / "train_trl.log", 300)
         report("train-trl", "PASS" if ok else "FAIL", f"{secs:.0f} s; peak GPU MiB {mem.peak}" if ok else tail)
 

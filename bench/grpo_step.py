@@ -12,12 +12,12 @@ grad clip 1.0, no gradient checkpointing.
 
 * obe: the real ``obe.train.train`` loop (``--method``, default grpo), timings read back from its
   ``metrics.jsonl`` (``time/generate``, ``time/grade``, ``time/update``, ``time/step``).
-  ``obe`` uses the trainer's default engine (``auto``: obe.fastlm's lean forward on CPU);
+  ``obe`` uses the trainer's default engine (``auto``: obe.engines.fastlm's lean forward on CPU);
   ``obe:hf`` forces ``--engine hf`` (``model.generate`` and the HF forward), which shows
   what the lean engine buys.
 * trl: ``GRPOTrainer`` (no vLLM); generation = ``_generate``, reward = ``_calculate_rewards``
   (both wrapped with timers), step = ``on_step_begin`` .. ``on_step_end``; update = the rest.
-* trl_backend: ``obe.trl_backend.run`` (TRL's ``GRPOTrainer`` with obe's methods and outputs,
+* trl_backend: ``obe.engines.trl_backend.run`` (TRL's ``GRPOTrainer`` with obe's methods and outputs,
   one process, HF ``generate``), timings read back from its ``metrics.jsonl`` like obe's
   (step = ``on_step_begin`` .. its log row). ``--method`` picks the method of obe and trl_backend.
 * bare: ``model.generate`` + one forward/backward + AdamW step (no reward: 0).
@@ -85,8 +85,8 @@ def build_model(directory: Path, seed: int = 0) -> int:
 
 
 def write_data(path: Path, n: int = 64) -> None:
-    from obe.records import write_jsonl
-    from obe.synthetic import make_split
+    from obe.core.records import write_jsonl
+    from obe.tasks.synthetic import make_split
 
     write_jsonl(str(path), make_split("train", n, seed=0))
 
@@ -113,9 +113,9 @@ def child_obe(a, work: Path) -> list[dict]:
 
 
 def child_trl_backend(a, work: Path) -> list[dict]:
-    """obe.trl_backend (TRL's GRPOTrainer + obe's methods) with obe's settings, as the train
+    """obe.engines.trl_backend (TRL's GRPOTrainer + obe's methods) with obe's settings, as the train
     rule runs it with train.backend: trl (one process, no accelerate launcher)."""
-    from obe import trl_backend
+    from obe.engines import trl_backend
     from obe.train import TrainConfig
 
     out = work / f"trlb_run_{os.getpid()}"
@@ -141,7 +141,7 @@ def child_trl(a, work: Path) -> list[dict]:
     from trl import GRPOConfig, GRPOTrainer
 
     from obe.grading import grade
-    from obe.records import read_jsonl
+    from obe.core.records import read_jsonl
 
     torch.set_num_threads(a.threads)
     recs = read_jsonl(str(work / "train.jsonl"))
@@ -203,7 +203,7 @@ def child_bare(a, work: Path) -> list[dict]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-    from obe.records import read_jsonl
+    from obe.core.records import read_jsonl
 
     torch.set_num_threads(a.threads)
     tok = AutoTokenizer.from_pretrained(work / "model")
@@ -257,10 +257,10 @@ def explore_overhead(a, step_s: float) -> None:
     import torch
     from transformers import AutoTokenizer
 
-    from obe.advantages import AdvantageConfig, binary_rewards
-    from obe.bonuses import BONUSES, ExplorationConfig, apply_exploration
-    from obe.counts import OutcomeCounts
-    from obe.rollout import answer_token_mask, completion_mask
+    from obe.rl.advantages import AdvantageConfig, binary_rewards
+    from obe.rl.bonuses import BONUSES, ExplorationConfig, apply_exploration
+    from obe.rl.counts import OutcomeCounts
+    from obe.engines.rollout import answer_token_mask, completion_mask
 
     torch.set_num_threads(a.threads)
     tok = AutoTokenizer.from_pretrained(Path(a.work_dir) / "model")
@@ -279,7 +279,7 @@ def explore_overhead(a, step_s: float) -> None:
                 row.append(ans)
             keys.append(row)
         ids = [tok(t, add_special_tokens=False)["input_ids"][:T - 1] + [tok.eos_token_id] for t in texts]
-        texts = tok.batch_decode(ids, skip_special_tokens=True)  # as obe.rollout decodes them
+        texts = tok.batch_decode(ids, skip_special_tokens=True)  # as obe.engines.rollout decodes them
         c = torch.full((B * n, T), tok.pad_token_id, dtype=torch.long)
         for i, x in enumerate(ids):
             c[i, :len(x)] = torch.tensor(x)
@@ -311,7 +311,7 @@ def explore_overhead(a, step_s: float) -> None:
 
 
 def count_table_memory() -> None:
-    from obe.counts import OutcomeCounts
+    from obe.rl.counts import OutcomeCounts
 
     steps, B, n, Q = 10_000, 16, 8, 7_500
     print(f"\n## Count table after {steps:,} simulated steps of {B} questions x {n} samples "
@@ -362,7 +362,7 @@ def main() -> None:
     ap.add_argument("--obe-engine", choices=["auto", "lean", "hf"], default="auto",
                     help="obe.train --engine of the obe side (auto = lean on CPU)")
     ap.add_argument("--sides", default="obe,obe:hf,trl,trl_backend,bare",
-                    help="comma-separated: obe, trl, trl_backend (obe.trl_backend), bare, or obe:ENGINE (e.g. obe,obe:hf,trl)")
+                    help="comma-separated: obe, trl, trl_backend (obe.engines.trl_backend), bare, or obe:ENGINE (e.g. obe,obe:hf,trl)")
     ap.add_argument("--method", default="grpo", help="exploration method of the obe and trl_backend sides")
     ap.add_argument("--skip-explore", action="store_true")
     ap.add_argument("--child", choices=["obe", "trl", "trl_backend", "bare"], help=argparse.SUPPRESS)

@@ -10,7 +10,7 @@ so both generate identical tokens - checked and printed). Timings alternate betw
 paths; medians over ``--repeats`` runs after one warm-up. Prints tokens/s (completion tokens,
 padding excluded) and ratio = backend / bare (>= 1.0 means no overhead). The backend runs
 with ``engine="hf"`` (``model.generate``; identical tokens to the bare loop) and with
-``engine="lean"`` (obe.fastlm, the CLI's CPU default: same distribution, other samples, so its
+``engine="lean"`` (obe.engines.fastlm, the CLI's CPU default: same distribution, other samples, so its
 tokens/s counts its own completion tokens). Never asserts.
 """
 
@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # tiny_model helper
 
-from obe.models import ModelConfig, load  # noqa: E402
+from obe.engines.models import ModelConfig, load  # noqa: E402
 from obe.sampling import HFBackend, SamplingConfig, derive_seed, generate_texts  # noqa: E402
 
 PROMPTS = [f"Compute {a} + {b} and explain.\n" if a % 2 else f"What is {a}*{b}?\n" for a, b in

@@ -4,7 +4,7 @@ import os
 import shlex
 import sys
 
-from obe.config import load_schema  # the Snakefile put workflow/ on sys.path
+from obe.core.config import load_schema  # the Snakefile put workflow/ on sys.path
 
 R = f"{config['results_dir']}/{config['experiment']}"
 TEST_SETS = [name for name, ds in config["data"]["test"].items() if ds is not None]
@@ -20,7 +20,7 @@ PYTHON_BIN = "" if USES_CONDA else shlex.quote(os.path.dirname(sys.executable)) 
 
 
 def wandb_exports():
-    """config.yaml's wandb keys as the variables obe.tracking reads, unless the environment sets
+    """config.yaml's wandb keys as the variables obe.core.tracking reads, unless the environment sets
     them (the environment wins). In the shell prefix, not in params: a new project or tag reruns nothing."""
     w = config.get("wandb", {})
     values = {"WANDB_PROJECT": w.get("project"), "WANDB_ENTITY": w.get("entity"),
@@ -131,7 +131,7 @@ def eval_steps():
 
 
 # The per-method exploration settings (config `methods.<m>`), declared once in the schema, whose
-# keys tests/test_bonuses.py checks against obe.bonuses.ExplorationConfig.
+# keys tests/test_bonuses.py checks against obe.rl.bonuses.ExplorationConfig.
 METHOD_SETTINGS = list(load_schema()["$defs"]["method_settings"]["properties"])
 
 
@@ -172,7 +172,7 @@ def train_args(method, seed):
         "top-p": s["top_p"],
         "prompt-template": bm["prompt_template"],
     }
-    # this method's exploration settings, in the schema's order (= obe.bonuses.ExplorationConfig's, tested)
+    # this method's exploration settings, in the schema's order (= obe.rl.bonuses.ExplorationConfig's, tested)
     settings = sorted(config["methods"][method].items(), key=lambda kv: METHOD_SETTINGS.index(kv[0]))
     args = [f"--{k}={v}" for k, v in flags.items()]
     args += [f"--{k.replace('_', '-')}={v}" for k, v in settings if not isinstance(v, bool)]
@@ -192,8 +192,8 @@ ACCELERATE_CONFIGS = {"none": "one_gpu.yaml", "zero3": "zero3.yaml", "fsdp": "fs
 
 
 def train_module():
-    """The trainer of `train.backend`: obe (obe.train, one process) or trl (obe.trl_backend)."""
-    return {"obe": "obe.train", "trl": "obe.trl_backend"}[config["train"].get("backend", "obe")]
+    """The trainer of `train.backend`: obe (obe.train, one process) or trl (obe.engines.trl_backend)."""
+    return {"obe": "obe.train", "trl": "obe.engines.trl_backend"}[config["train"].get("backend", "obe")]
 
 
 def train_launch():
@@ -217,13 +217,13 @@ def train_launch():
                   lora.get("dropout", 0.05), "--lora-target-modules", lora.get("target_modules", "all-linear")]
     flags = " ".join(shlex.quote(str(f)) for f in flags)
     if not gpus:
-        return f"python -m accelerate.commands.launch --config_file {folder / 'cpu.yaml'} -m obe.trl_backend {flags}"
+        return f"python -m accelerate.commands.launch --config_file {folder / 'cpu.yaml'} -m obe.engines.trl_backend {flags}"
     cfg_file = shlex.quote(str(folder / ACCELERATE_CONFIGS[hw.get("sharding", "none")]))
     nodes = hw.get("nodes", 1)
     if nodes > 1:
         return f"{shlex.quote(str(Path(workflow.basedir) / 'slurm' / 'trl_multinode.sh'))} {cfg_file} {gpus} {flags}"
     return (f"python -m accelerate.commands.launch --config_file {cfg_file} --num_processes {gpus}"
-            f" -m obe.trl_backend {flags}")
+            f" -m obe.engines.trl_backend {flags}")
 
 
 def job_resources(rule):

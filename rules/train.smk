@@ -1,6 +1,6 @@
 rule train:
     """RL training of one method and seed, by obe.train or (train.backend: trl) TRL's
-    GRPOTrainer with obe's methods (obe.trl_backend). The trainer's folder holds resumable checkpoints
+    GRPOTrainer with obe's methods (obe.engines.trl_backend). The trainer's folder holds resumable checkpoints
     that Snakemake does not manage (it only owns done.json), so a killed or preempted job
     resumes where it stopped when the rule runs again."""
     input:

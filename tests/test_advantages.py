@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from obe.advantages import AdvantageConfig, binary_rewards, group_advantages, group_advantages_cfg
+from obe.rl.advantages import AdvantageConfig, binary_rewards, group_advantages, group_advantages_cfg
 
 torch.set_num_threads(1)
 

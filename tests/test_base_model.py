@@ -14,8 +14,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from obe import base_model, synthetic  # noqa: E402
-from obe.latex import last_boxed  # noqa: E402
+from obe import base_model
+from obe.tasks import synthetic  # noqa: E402
+from obe.grading.latex import last_boxed  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +132,7 @@ def test_generation_budget_covers_solutions(difficulty):
 
 
 def test_train_data_jsonl(tmp_path):
-    from obe.records import write_jsonl
+    from obe.core.records import write_jsonl
 
     path = tmp_path / "train.jsonl"
     write_jsonl(str(path), synthetic.make_split("train", 30, seed=2, difficulty=2))

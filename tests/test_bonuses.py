@@ -10,8 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from obe.advantages import AdvantageConfig, group_advantages
-from obe.bonuses import (
+from obe.rl.advantages import AdvantageConfig, group_advantages
+from obe.rl.bonuses import (
     BONUSES,
     ExplorationConfig,
     apply_exploration,
@@ -27,7 +27,7 @@ from obe.bonuses import (
     ucb_con_bonus,
     ucb_mean_bonus,
 )
-from obe.counts import OutcomeCounts
+from obe.rl.counts import OutcomeCounts
 
 torch.set_num_threads(1)
 
@@ -329,8 +329,8 @@ def test_each_exploration_setting_is_defined_once():
     their CLI help and the config schema's `methods.<m>` keys follow it."""
     import dataclasses
 
-    from obe.bonuses import EXPLORATION_FIELDS, METHOD_SETTINGS, exploration_defaults, exploration_help
-    from obe.config import load_schema
+    from obe.rl.bonuses import EXPLORATION_FIELDS, METHOD_SETTINGS, exploration_defaults, exploration_help
+    from obe.core.config import load_schema
     from obe.train import HELP, TrainConfig
 
     assert list(load_schema()["$defs"]["method_settings"]["properties"]) == list(METHOD_SETTINGS)

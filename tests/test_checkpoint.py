@@ -1,4 +1,4 @@
-"""Checkpoint I/O (obe.checkpoint) and the final-answer token mask (obe.rollout)."""
+"""Checkpoint I/O (obe.core.checkpoint) and the final-answer token mask (obe.engines.rollout)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from obe import checkpoint as ckpt
-from obe.counts import OutcomeCounts
-from obe.latex import last_boxed
-from obe.rollout import answer_token_mask, completion_mask, last_boxed_span
+from obe.core import checkpoint as ckpt
+from obe.rl.counts import OutcomeCounts
+from obe.grading.latex import last_boxed
+from obe.engines.rollout import answer_token_mask, completion_mask, last_boxed_span
 
 
 @pytest.fixture(scope="module")

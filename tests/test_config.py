@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT
-from obe.config import ConfigError, deep_merge, validate_config
+from obe.core.config import ConfigError, deep_merge, validate_config
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from obe.counts import OutcomeCounts
+from obe.rl.counts import OutcomeCounts
 
 NO_ANSWER = "<no-answer-sentinel>"  # an opaque key like obe.grading.NO_ANSWER_KEY
 

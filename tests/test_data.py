@@ -18,7 +18,7 @@ from obe.data import (SOURCES, STANDARD, Problem, Where, convert_aime24, convert
                       convert_amc23, convert_gsm8k, convert_math, convert_math500,
                       convert_minerva_math, convert_olympiadbench, convert_record, gsm8k_final,
                       load_files, main, normalize_problem, number_text, take)
-from obe.records import Record, read_jsonl
+from obe.core.records import Record, read_jsonl
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 W = Where("data/x/train.jsonl", 7, "x/train")
@@ -280,7 +280,7 @@ def test_synthetic_source_calls_make_split(tmp_path: Path, monkeypatch) -> None:
         calls.append((split, n, seed, difficulty))
         return [Record(f"synthetic:{split}:{i}", f"{i}+{seed}?", str(i + seed), "synthetic") for i in range(n)]
 
-    monkeypatch.setitem(sys.modules, "obe.synthetic", types.SimpleNamespace(make_split=make_split))
+    monkeypatch.setitem(sys.modules, "obe.tasks.synthetic", types.SimpleNamespace(make_split=make_split))
     out = tmp_path / "syn.jsonl"
     argv = ["--source", "synthetic", "--split", "train", "--n", "5", "--seed", "2", "--difficulty", "3", "--out", str(out)]
     assert main(argv) == 0
@@ -291,9 +291,9 @@ def test_synthetic_source_calls_make_split(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_real_synthetic_module_if_present(tmp_path: Path) -> None:
-    synthetic = pytest.importorskip("obe.synthetic")
+    synthetic = pytest.importorskip("obe.tasks.synthetic")
     if not hasattr(synthetic, "make_split"):
-        pytest.skip("obe.synthetic has no make_split yet")
+        pytest.skip("obe.tasks.synthetic has no make_split yet")
     out = tmp_path / "s.jsonl"
     assert main(["--source", "synthetic", "--split", "test", "--n", "20", "--seed", "0", "--out", str(out)]) == 0
     assert len(read_jsonl(str(out))) == 20

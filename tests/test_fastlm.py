@@ -1,4 +1,4 @@
-"""obe.fastlm: the lean forward equals HF's forward, gradients and greedy generation included."""
+"""obe.engines.fastlm: the lean forward equals HF's forward, gradients and greedy generation included."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from obe.fastlm import LeanLM, unsupported_reason
+from obe.engines.fastlm import LeanLM, unsupported_reason
 
 VOCAB, PAD, EOS = 40, 0, 2
 
@@ -178,7 +178,7 @@ def test_unsupported_models_are_named():
 
 
 def test_trainer_engine_choice():
-    from obe.fastlm import resolve_engine
+    from obe.engines.fastlm import resolve_engine
 
     cpu = torch.device("cpu")
     assert isinstance(resolve_engine("auto", llama(), cpu), LeanLM)
@@ -194,7 +194,7 @@ def test_trainer_engine_choice():
 
 
 def test_distinct_rows_groups_consecutive_duplicates():
-    from obe.fastlm import distinct_rows
+    from obe.engines.fastlm import distinct_rows
 
     ids = torch.tensor([[0, 1, 5], [0, 1, 5], [1, 4, 5], [0, 1, 5], [0, 1, 5]])
     mask = torch.tensor([[0, 1, 1]] * 2 + [[1, 1, 1]] + [[0, 1, 1], [1, 1, 1]])  # same ids, other mask: new run

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from obe import grade as grade_stage
-from obe.records import Record, write_jsonl
+from obe.core.records import Record, write_jsonl
 from obe.sampling import ROW_FIELDS
 
 

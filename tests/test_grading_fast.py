@@ -1,4 +1,4 @@
-"""The closed-form fast path (obe.fastmath) agrees with the Math-Verify slow path.
+"""The closed-form fast path (obe.grading.fastmath) agrees with the Math-Verify slow path.
 
 For every fast-path shape: the fast key equals the key the worker gives the same string
 (forced through ``_slow``), verdicts between fast answers equal the worker's verdicts, and the
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from obe import fastmath as F
+from obe.grading import fastmath as F
 from obe import grading as G
 from obe.grading import GradeResult, grade, grade_many, normalize, outcome_key, verify
 

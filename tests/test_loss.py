@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from obe.loss import AGGREGATIONS, LossConfig, aggregate, k3_kl, masked_mean, policy_loss, token_entropy, token_logprobs
+from obe.rl.loss import AGGREGATIONS, LossConfig, aggregate, k3_kl, masked_mean, policy_loss, token_entropy, token_logprobs
 
 torch.set_num_threads(1)
 LN2 = math.log(2)

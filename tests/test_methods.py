@@ -1,4 +1,4 @@
-"""The method registry (obe.methods) is the one list every other place derives from or is tied to."""
+"""The method registry (obe.rl.methods) is the one list every other place derives from or is tied to."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import torch
 import yaml
 
 from conftest import REPO_ROOT
-from obe import analysis, bonuses, report
-from obe.counts import OutcomeCounts
-from obe.methods import METHOD_NAMES, METHODS
+from obe import analysis, report
+from obe.rl import bonuses
+from obe.rl.counts import OutcomeCounts
+from obe.rl.methods import METHOD_NAMES, METHODS
 
 
 def test_schema_and_config_name_exactly_the_registry():

@@ -1,12 +1,12 @@
-"""obe.models: config, loading (dtype, trust_remote_code, padding), prompt building."""
+"""obe.engines.models: config, loading (dtype, trust_remote_code, padding), prompt building."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from obe import models
-from obe.models import ModelConfig, build_prompt, load_model, load_tokenizer, prompt_adds_special_tokens
+from obe.engines import models
+from obe.engines.models import ModelConfig, build_prompt, load_model, load_tokenizer, prompt_adds_special_tokens
 from tiny_model import build_tiny_model, build_tokenizer
 
 torch.set_num_threads(1)

@@ -1,10 +1,10 @@
-"""Progress lines of long stages (obe.progress): cadence, rate and ETA, terminal vs log file."""
+"""Progress lines of long stages (obe.core.progress): cadence, rate and ETA, terminal vs log file."""
 
 from __future__ import annotations
 
 import io
 
-from obe.progress import Progress, progress_line
+from obe.core.progress import Progress, progress_line
 
 
 def test_progress_line_rate_and_eta():

@@ -1,4 +1,4 @@
-"""Resuming a training run after faults (obe.train + obe.checkpoint): a corrupted newest
+"""Resuming a training run after faults (obe.train + obe.core.checkpoint): a corrupted newest
 checkpoint, a project moved to another folder, a shortened run, a config change, a failed resume.
 Nothing computed is ever deleted: what cannot be used is moved aside."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from obe import checkpoint as ckpt
+from obe.core import checkpoint as ckpt
 from obe import train as T
 from test_train import MAX_NEW, REPO, assert_same_run, config, env, read_rows, stable, straight, weights  # noqa: F401
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from obe import sampling
-from obe.models import ModelConfig, load
-from obe.records import Record, write_jsonl
+from obe.engines.models import ModelConfig, load
+from obe.core.records import Record, write_jsonl
 from obe.sampling import (
     ROW_FIELDS,
     Completion,
@@ -173,7 +173,7 @@ def test_cli_rows_schema_and_meta(stopping_dir, data_file, tmp_path):
     meta = json.loads(sampling.meta_path(out).read_text())
     assert meta["model"]["name_or_path"] == stopping_dir
     assert meta["n"] == 3 and meta["backend"] == "hf" and meta["num_questions"] == 4
-    assert meta["engine"] == "lean"  # auto: obe.fastlm on CPU for this Llama
+    assert meta["engine"] == "lean"  # auto: obe.engines.fastlm on CPU for this Llama
     assert meta["sampling"] == {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 10, "seed": 0, "batch_size": 4}
     # In-process API with question ids as keys gives exactly the CLI's samples.
     model, tok = load(ModelConfig(stopping_dir))
@@ -333,7 +333,7 @@ def test_vllm_backend_maps_outputs(tiny):
 
 def test_vllm_other_finish_reasons_are_recorded_and_counted(tiny, data_file, tmp_path):
     # abort / error / repetition on some sequences must not kill the job: rows keep the reason
-    from obe.records import read_jsonl
+    from obe.core.records import read_jsonl
 
     _, tok = tiny
     recs = read_jsonl(str(data_file))
@@ -367,7 +367,7 @@ class DriftingLLM(FakeLLM):
 
 
 def test_vllm_resume_is_correct_by_row_identity(tiny, data_file, tmp_path):
-    from obe.records import read_jsonl
+    from obe.core.records import read_jsonl
 
     _, tok = tiny
     recs = read_jsonl(str(data_file))
@@ -396,7 +396,7 @@ def test_vllm_resume_is_correct_by_row_identity(tiny, data_file, tmp_path):
 
 
 def test_vllm_run_sampling_rows_and_resume(tiny, data_file, tmp_path):
-    from obe.records import read_jsonl
+    from obe.core.records import read_jsonl
 
     _, tok = tiny
     recs = read_jsonl(str(data_file))

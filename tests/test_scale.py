@@ -13,7 +13,7 @@ import yaml
 
 from conftest import REPO_ROOT
 from obe import scale
-from obe.config import deep_merge
+from obe.core.config import deep_merge
 
 H, I, V = 128, 352, 512  # the tiny test architecture (4 heads of 32, 2 kv heads)
 
@@ -158,7 +158,7 @@ def test_layer_activations_equal_the_tensors_autograd_keeps(scheme, checkpointin
 def test_logits_bytes_equal_what_token_logprobs_keeps():
     """bf16 logits: token_logprobs keeps fp32 chunk copies (4 bytes per logit), the backward makes a
     bf16 gradient; with the logits themselves that is the formula's (2c + 4) V t."""
-    from obe.loss import token_logprobs
+    from obe.rl.loss import token_logprobs
 
     torch.set_num_threads(1)
     B, Tc = 3, 40

@@ -7,9 +7,9 @@ import statistics
 
 import pytest
 
-from obe import synthetic
-from obe.latex import last_boxed
-from obe.records import Record
+from obe.tasks import synthetic
+from obe.grading.latex import last_boxed
+from obe.core.records import Record
 
 
 def test_make_split_is_deterministic_and_seeded():

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from obe.tracking import NullTracker, resolve_mode, run_name, start_run
+from obe.core.tracking import NullTracker, resolve_mode, run_name, start_run
 
 FAKE_KEY = "k" * 40
 
@@ -120,7 +120,7 @@ def test_data_stage_logs_its_manifest_counts(monkeypatch, tmp_path):
 def test_resumable_run_id_is_kept_on_resume_and_new_on_a_fresh_start(monkeypatch, tmp_path):
     import re
 
-    from obe.tracking import RUN_ID_FILE, resumable_run_id
+    from obe.core.tracking import RUN_ID_FILE, resumable_run_id
 
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
     first = resumable_run_id(tmp_path, resume=False)
@@ -146,7 +146,7 @@ def test_start_run_rejects_a_malformed_run_id(monkeypatch, tmp_path):
 def test_a_resumable_run_leaves_a_wandb_core_inherited_from_a_parent():
     import os
 
-    from obe.tracking import leave_inherited_service
+    from obe.core.tracking import leave_inherited_service
 
     own = {"WANDB_SERVICE": f"3-{os.getpid()}-unix-/tmp/x/socket", "OTHER": "1"}
     leave_inherited_service(own)
@@ -158,7 +158,7 @@ def test_a_resumable_run_leaves_a_wandb_core_inherited_from_a_parent():
 
 
 def test_resumed_tracker_skips_steps_the_run_already_has(tmp_path):
-    from obe.tracking import WandbTracker, relog_rows
+    from obe.core.tracking import WandbTracker, relog_rows
 
     class FakeRun:
         starting_step = 4  # what wandb reports for a run resumed online whose last step is 3
@@ -219,7 +219,7 @@ def test_an_unreachable_server_is_asked_once_and_the_run_goes_offline_at_once(mo
     run is written offline without ever waiting on an online wandb.init."""
     import wandb
 
-    from obe import tracking
+    from obe.core import tracking
 
     modes = []
 

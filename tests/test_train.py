@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from obe import checkpoint as ckpt
+from obe.core import checkpoint as ckpt
 from obe import train as T
-from obe.records import write_jsonl
-from obe.synthetic import make_split
+from obe.core.records import write_jsonl
+from obe.tasks.synthetic import make_split
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_NEW = 48
@@ -33,7 +33,7 @@ def env(tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from obe.base_model import build, sample_completions
-    from obe.latex import last_boxed
+    from obe.grading.latex import last_boxed
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("train")

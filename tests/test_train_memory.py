@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from obe import models, sampling
+from obe import sampling
+from obe.engines import models
 from obe import train as T
-from obe.rollout import RolloutConfig, _generate_once, concat_rollouts, generate_rollouts
+from obe.engines.rollout import RolloutConfig, _generate_once, concat_rollouts, generate_rollouts
 from test_train import config, env, read_rows, stable, weights  # noqa: F401  (env is a fixture)
 
 
@@ -41,7 +42,7 @@ def test_rollout_batch_bounds_each_call_and_one_call_is_unchanged(env):
         calls.append((len(ids), seed))
         return real(model_, tok_, ids, cfg_, seed, lean)
 
-    import obe.rollout as R
+    import obe.engines.rollout as R
 
     R._generate_once = spy
     try:
@@ -66,7 +67,7 @@ def test_rollout_batch_bounds_each_call_and_one_call_is_unchanged(env):
 
 
 def test_concat_rollouts_pads_prompts_left_and_completions_right():
-    from obe.rollout import Rollouts
+    from obe.engines.rollout import Rollouts
 
     def ro(p, c):
         pi, ci = torch.tensor(p), torch.tensor(c)

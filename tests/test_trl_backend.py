@@ -1,4 +1,4 @@
-"""The exploration methods on TRL's ``GRPOTrainer`` (obe.trl_backend), on CPU with a tiny random model.
+"""The exploration methods on TRL's ``GRPOTrainer`` (obe.engines.trl_backend), on CPU with a tiny random model.
 
 (a) On fixed completions (tests/trl_backend_worker.py), the per-token advantages the TRL
     backend hands to TRL's loss equal obe's (computed here with obe.train's pieces: grade,
@@ -29,15 +29,15 @@ import torch
 
 trl = pytest.importorskip("trl", reason="trl is not installed (pip install -e '.[test]')")
 
-from obe import trl_backend  # noqa: E402
-from obe.advantages import AdvantageConfig, binary_rewards  # noqa: E402
-from obe.bonuses import ExplorationConfig, exploration_step, token_advantages  # noqa: E402
-from obe.counts import OutcomeCounts  # noqa: E402
+from obe.engines import trl_backend  # noqa: E402
+from obe.rl.advantages import AdvantageConfig, binary_rewards  # noqa: E402
+from obe.rl.bonuses import ExplorationConfig, exploration_step, token_advantages  # noqa: E402
+from obe.rl.counts import OutcomeCounts  # noqa: E402
 from obe.grading import ExtractConfig, grade  # noqa: E402
-from obe.models import render_template  # noqa: E402
-from obe.records import read_jsonl, write_jsonl  # noqa: E402
-from obe.rollout import answer_token_mask, completion_mask  # noqa: E402
-from obe.synthetic import make_split  # noqa: E402
+from obe.engines.models import render_template  # noqa: E402
+from obe.core.records import read_jsonl, write_jsonl  # noqa: E402
+from obe.engines.rollout import answer_token_mask, completion_mask  # noqa: E402
+from obe.tasks.synthetic import make_split  # noqa: E402
 from obe.train import TIMING_KEYS, TrainConfig  # noqa: E402
 
 from tiny_model import build_tiny_model  # noqa: E402
@@ -263,7 +263,7 @@ def test_coef_zero_equals_plain_grpo_trainer(setup, tmp_path, method, mu):
 
 def test_overridden_methods_are_the_pinned_ones():
     """An upgrade of trl or transformers that changes a method the backend overrides or relies
-    on fails here: re-read it, adapt obe/trl_backend.py, then update PINNED_SOURCES."""
+    on fails here: re-read it, adapt obe/engines/trl_backend.py, then update PINNED_SOURCES."""
     assert trl.__version__ == trl_backend.TRL_VERSION
     assert trl_backend.pinned_source_hashes() == trl_backend.PINNED_SOURCES
     src = __import__("inspect").getsource(trl.GRPOTrainer._compute_loss)
@@ -357,7 +357,7 @@ def test_killed_run_resumes_with_the_count_table(setup, tmp_path):
 
 @pytest.mark.slow
 def test_smoke_dag_with_the_trl_backend(tmp_path):
-    """The whole smoke DAG with `train.backend: trl`: the train rule starts obe.trl_backend
+    """The whole smoke DAG with `train.backend: trl`: the train rule starts obe.engines.trl_backend
     through `accelerate launch` (configs/accelerate/cpu.yaml) and every downstream rule (evaluation
     of the snapshots, analysis, report) runs unchanged; snakemake --report builds."""
     override = tmp_path / "trl.yaml"
@@ -412,10 +412,10 @@ CHAT_TEMPLATE = (
 @pytest.mark.parametrize("chat,system", [(False, ""), (False, "Be brief."), (True, ""), (True, "Be brief.")])
 def test_trl_gets_the_prompts_obe_train_builds(setup, tmp_path, chat, system):
     """TRL tokenizes the backend's dataset prompts into exactly obe.train's prompt ids
-    (obe.models.build_prompts: chat template, system prompt, special tokens once)."""
+    (obe.engines.models.build_prompts: chat template, system prompt, special tokens once)."""
     from transformers import AutoTokenizer
 
-    from obe.models import ModelConfig, build_prompts, prompt_adds_special_tokens
+    from obe.engines.models import ModelConfig, build_prompts, prompt_adds_special_tokens
     from obe.sampling import tokenize_prompts
 
     model_dir = build_tiny_model(tmp_path / "m", chat_template=CHAT_TEMPLATE if chat else None)
@@ -441,19 +441,19 @@ def test_trl_gets_the_prompts_obe_train_builds(setup, tmp_path, chat, system):
 def test_wandb_gets_the_metrics_rows_and_the_completions_table(setup, tmp_path, monkeypatch):
     """The trl backend logs to W&B what obe.train logs: each metrics.jsonl row (null values left
     out) and, every log_completions_every steps, the completions table with obe.train's columns."""
-    import obe.tracking
+    import obe.core.tracking
     from obe.train import COMPLETION_COLUMNS
 
     logged: dict = {"rows": [], "tables": []}
 
-    class Recorder(obe.tracking.NullTracker):
+    class Recorder(obe.core.tracking.NullTracker):
         def log(self, row, step=None):
             logged["rows"].append((step, dict(row)))
 
         def log_table(self, name, columns, rows, step=None):
             logged["tables"].append((name, tuple(columns), rows, step))
 
-    monkeypatch.setattr(obe.tracking, "start_run", lambda **kw: Recorder())
+    monkeypatch.setattr(obe.core.tracking, "start_run", lambda **kw: Recorder())
     out = tmp_path / "run"
     cfg = make_cfg(setup, out, steps=2, method="ucb", log_completions_every=2)
     from trl_backend_worker import FixedRollouts as Fixed
@@ -506,9 +506,9 @@ def test_gpu_presets_launch_the_trl_backend_with_fsdp_and_vllm_colocate(tmp_path
     import yaml
 
     argv = _train_command(preset, tmp_path)
-    i = argv.index("obe.trl_backend")
+    i = argv.index("obe.engines.trl_backend")
     launcher = argv[:i + 1]
-    assert launcher[:3] == ["python", "-m", "accelerate.commands.launch"] and launcher[-2:] == ["-m", "obe.trl_backend"]
+    assert launcher[:3] == ["python", "-m", "accelerate.commands.launch"] and launcher[-2:] == ["-m", "obe.engines.trl_backend"]
     assert Path(launcher[launcher.index("--config_file") + 1]) == REPO / "configs" / "accelerate" / "fsdp.yaml"
     assert launcher[launcher.index("--num_processes") + 1] == "8"
     accel = yaml.safe_load((REPO / "configs" / "accelerate" / "fsdp.yaml").read_text())
@@ -526,7 +526,7 @@ def test_the_1_5b_preset_trains_with_the_trl_backend_on_one_gpu_with_colocated_v
     """Qwen2.5-Math-1.5B: one process on one GPU (one_gpu.yaml), vLLM colocated at the share
     docs/scale.md computes for it, update micro-batches of 2 in bf16 with fp32 master weights."""
     argv = _train_command("configs/qwen2.5-math-1.5b.yaml", tmp_path)
-    i = argv.index("obe.trl_backend")
+    i = argv.index("obe.engines.trl_backend")
     assert Path(argv[argv.index("--config_file") + 1]) == REPO / "configs" / "accelerate" / "one_gpu.yaml"
     assert argv[argv.index("--num_processes") + 1] == "1"
     cfg, extra, _ = trl_backend.parse(argv[i + 1:])

@@ -44,13 +44,13 @@ import torch
 
 trl = pytest.importorskip("trl", reason="trl is not installed (pip install -e '.[test]')")
 
-from obe.advantages import AdvantageConfig  # noqa: E402
-from obe.bonuses import ExplorationConfig, exploration_step, token_advantages  # noqa: E402
-from obe.counts import OutcomeCounts  # noqa: E402
+from obe.rl.advantages import AdvantageConfig  # noqa: E402
+from obe.rl.bonuses import ExplorationConfig, exploration_step, token_advantages  # noqa: E402
+from obe.rl.counts import OutcomeCounts  # noqa: E402
 from obe.grading import grade  # noqa: E402
-from obe.loss import policy_loss, token_logprobs  # noqa: E402
-from obe.rollout import completion_mask, left_pad  # noqa: E402
-from obe.fastlm import LeanLM  # noqa: E402
+from obe.rl.loss import policy_loss, token_logprobs  # noqa: E402
+from obe.engines.rollout import completion_mask, left_pad  # noqa: E402
+from obe.engines.fastlm import LeanLM  # noqa: E402
 from obe.train import forward_logits  # noqa: E402
 
 from tiny_model import build_tiny_model  # noqa: E402
@@ -116,7 +116,7 @@ def _params(model):
 
 def obe_step(s, agg: str, scale: str, engine: str = "hf") -> dict:
     """One obe training step on the fixed batch, as obe.train's loop does it (mu = 1), with
-    the HF forward (``engine="hf"``) or obe.fastlm's (``"lean"``, obe.train's CPU default)."""
+    the HF forward (``engine="hf"``) or obe.engines.fastlm's (``"lean"``, obe.train's CPU default)."""
     from transformers import AutoModelForCausalLM
 
     tok = s["tok"]

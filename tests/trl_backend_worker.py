@@ -1,4 +1,4 @@
-"""Fixed completions for the TRL backend's tests, and a CLI that runs ``obe.trl_backend`` with them.
+"""Fixed completions for the TRL backend's tests, and a CLI that runs ``obe.engines.trl_backend`` with them.
 
 ``FixedRollouts`` replaces TRL's generation (``GRPOTrainer``'s ``rollout_func`` hook): the
 completion of a row is a function of (prompt, training step, the row's position in the GLOBAL
@@ -6,7 +6,7 @@ batch), so a 1-process run and a 2-process run see the same completions. Some qu
 always get correct answers (solved groups), the others a mix of right, wrong, repeated and
 missing answers.
 
-    python tests/trl_backend_worker.py [--kill-at-step K] [--dump-counts] -- <obe.trl_backend flags>
+    python tests/trl_backend_worker.py [--kill-at-step K] [--dump-counts] -- <obe.engines.trl_backend flags>
 
 ``--kill-at-step K``: SIGKILL this process when step K starts generating (after the
 checkpoints of the steps before); ``--term-at-step K``: SIGTERM it there instead; ``--dump-counts``: each rank writes its final count table and
@@ -87,9 +87,9 @@ class FixedRollouts:
 def main(argv: list[str]) -> int:
     from transformers import AutoTokenizer
 
-    from obe import trl_backend
-    from obe.models import render_template
-    from obe.records import read_jsonl
+    from obe.engines import trl_backend
+    from obe.engines.models import render_template
+    from obe.core.records import read_jsonl
 
     kill, term, dump = 0, 0, False
     while argv and argv[0] != "--":

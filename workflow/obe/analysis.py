@@ -90,12 +90,12 @@ from typing import Any, Optional
 
 import numpy as np
 
-from obe.methods import METHODS
-from obe.records import read_json_lines
+from obe.rl.methods import METHODS
+from obe.core.records import read_json_lines
 from obe.grading import SENTINEL_KEYS
 from obe.metrics import pass_at_k
 
-# order, labels and colours from the method registry (obe.bonuses.METHODS), plus the base model
+# order, labels and colours from the method registry (obe.rl.bonuses.METHODS), plus the base model
 METHOD_ORDER = tuple(m.name for m in METHODS)
 METHOD_LABELS = {"base": "Base", **{m.name: m.label for m in METHODS}}
 METHOD_COLORS = {"base": "#000000", **{m.name: m.color for m in METHODS}}
@@ -1528,7 +1528,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as exc:
         print(f"obe.analysis: {exc}", file=sys.stderr)
         return 2
-    from obe.tracking import resolve_mode, resumable_run_id, start_run
+    from obe.core.tracking import resolve_mode, resumable_run_id, start_run
 
     # the report stage adds report.html and this folder, as an artifact, to the same run
     run_id = resumable_run_id(args.out_dir, resume=False) if args.experiment and resolve_mode() != "disabled" else None

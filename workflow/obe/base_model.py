@@ -14,15 +14,15 @@ What it does:
    whenever ``add_special_tokens`` is true (the default), ``<eos>`` ends a solution,
    ``<pad>`` pads (left padding by default, for generation). Unknown characters map to
    ``<unk>``.
-2. **Data**: questions from ``obe.synthetic.make_split("train", ...)`` (or the problems of
+2. **Data**: questions from ``obe.tasks.synthetic.make_split("train", ...)`` (or the problems of
    a Record JSONL given with ``--train-data``); each training example is one fresh worked
-   solution by the imperfect student ``obe.synthetic.DEFAULT_MISTAKES`` (systematically
+   solution by the imperfect student ``obe.tasks.synthetic.DEFAULT_MISTAKES`` (systematically
    wrong facts, shaky facts, random slips), so the model learns a realistic, diverse and
    often wrong answer distribution rather than the correct one.
 3. **Pre-training**: next-token loss on the completion only (prompt tokens masked), AdamW,
    warmup + cosine decay, fixed number of steps, ``torch.set_num_threads(--threads)``.
 4. **Evaluation** on held-out ``test`` questions: ``--eval-samples`` samples per question at
-   temperature 1.0 (no top-k/top-p), answers read with ``obe.latex.last_boxed`` and compared
+   temperature 1.0 (no top-k/top-p), answers read with ``obe.grading.latex.last_boxed`` and compared
    as exact strings (synthetic answers are plain integers). Reports pass@1, pass@k,
    distinct answers per question, boxed fraction, train seconds, parameter count, config.
 
@@ -43,7 +43,7 @@ AdamW lr 3e-3, fp32 -- bf16 autocast measured ~6x slower on this CPU). Calibrati
 task with the convention symbol ``?`` (issue 13), seed 0, 1 thread, 128 test questions x 32
 samples: pass@1 0.212, pass@32 0.867, 10.1 distinct answers per question, 100% boxed; it reads
 ``?`` as ``+`` in 0.695 of its samples (the student: 0.7); 89 s wall / 68 s CPU at load ~1.
-The student itself (exact, ``obe.synthetic.demo_stats``) scores pass@1 0.26, pass@32 0.87.
+The student itself (exact, ``obe.tasks.synthetic.demo_stats``) scores pass@1 0.26, pass@32 0.87.
 A pilot of GRPO on it (16 questions x 8 samples, lr 1e-4, 256 train questions, seed 0) drove
 that reading to 0.98 by step 50: test pass@1 0.21 -> 0.28, pass@32 0.88 -> 0.73 (sampling
 seed 1234; the minority questions, where ``?`` means ``-``, fell from 0.79 to 0.27): the
@@ -64,7 +64,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from obe.tracking import add_wandb_args, log_stage_summary
+from obe.core.tracking import add_wandb_args, log_stage_summary
 from typing import Sequence
 
 PROMPT_TEMPLATE = "{problem}\n"
@@ -213,7 +213,7 @@ def pretrain(model, tokenizer, records, size: SizeConfig, seed: int, bf16: bool 
     """Supervised pre-training on fresh student demonstrations; returns the loss curve."""
     import torch
 
-    from obe import synthetic
+    from obe.tasks import synthetic
 
     torch.manual_seed(seed)
     demos = synthetic.iter_demonstrations(records, seed=seed)
@@ -333,8 +333,8 @@ def build(
     """Build, pre-train, save and evaluate the base model; returns the report dict."""
     import torch
 
-    from obe import synthetic
-    from obe.records import read_jsonl
+    from obe.tasks import synthetic
+    from obe.core.records import read_jsonl
 
     torch.set_num_threads(max(1, int(threads)))
     out = Path(out)
@@ -416,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--difficulty", type=int, default=None, help="synthetic difficulty (default: task default)")
     ap.add_argument("--train-data", default=None,
                     help="Record JSONL whose synthetic problems form the pre-training question pool "
-                         "(default: generated from obe.synthetic with --seed)")
+                         "(default: generated from obe.tasks.synthetic with --seed)")
     ap.add_argument("--steps", type=int, default=None, help="override the number of training steps")
     ap.add_argument("--eval-questions", type=int, default=None,
                     help="held-out test questions, 0 = skip eval (default: 128; smoke: 8)")

@@ -1,4 +1,4 @@
-"""Dataset loading and preparation: every math set becomes JSONL of ``obe.records.Record``.
+"""Dataset loading and preparation: every math set becomes JSONL of ``obe.core.records.Record``.
 
 Why one module: training and every evaluation must see the same problem text and the same gold
 answer, so each source's quirks (MATH's last ``\\boxed{}``, GSM8K's ``####``, AMC's float answers,
@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from obe.latex import last_boxed
-from obe.records import Record, write_jsonl
-from obe.tracking import add_wandb_args, log_stage_summary
+from obe.grading.latex import last_boxed
+from obe.core.records import Record, write_jsonl
+from obe.core.tracking import add_wandb_args, log_stage_summary
 
 
 @dataclass(frozen=True)
@@ -443,9 +443,9 @@ def load_files(source: str, paths: Sequence[Path], exclude: Sequence[Path] = ())
 
 
 def synthetic_rows(split: str, n: int, seed: int, difficulty: int | None) -> Rows:
-    """Rows from ``obe.synthetic.make_split`` (imported here: real data does not need it);
+    """Rows from ``obe.tasks.synthetic.make_split`` (imported here: real data does not need it);
     ``difficulty=None`` leaves that module's default."""
-    from obe.synthetic import make_split
+    from obe.tasks.synthetic import make_split
 
     tag = f"synthetic/{split}"
     records = make_split(split, n, seed) if difficulty is None else make_split(split, n, seed, difficulty)
@@ -550,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_count, help="keep only N records (first N, or a sample with --seed)")
     p.add_argument("--seed", type=int, help="seed for --limit sampling and for synthetic generation")
     p.add_argument("--n", type=_count, default=1000, help="synthetic: number of problems (default: 1000)")
-    p.add_argument("--difficulty", type=int, help="synthetic: difficulty level (default: obe.synthetic's)")
+    p.add_argument("--difficulty", type=int, help="synthetic: difficulty level (default: obe.tasks.synthetic's)")
     p.add_argument("--all", type=Path, metavar="DATA_DIR", help="prepare every standard dataset found in DATA_DIR")
     p.add_argument("--out-dir", type=Path, help="with --all: folder for <source>_<split>.jsonl files")
     add_wandb_args(p)

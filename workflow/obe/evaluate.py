@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from obe.grading import NO_ANSWER_KEY, SENTINEL_KEYS
-from obe.records import iter_json_lines
+from obe.core.records import iter_json_lines
 from obe.metrics import (
     answer_entropy,
     distinct_answers,

@@ -18,9 +18,9 @@ import os
 import sys
 from pathlib import Path
 
-from obe.progress import Progress
-from obe.records import read_json_lines
-from obe.tracking import add_wandb_args, log_stage_summary
+from obe.core.progress import Progress
+from obe.core.records import read_json_lines
+from obe.core.tracking import add_wandb_args, log_stage_summary
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 
@@ -89,8 +89,8 @@ def grade_file(
     show_progress: bool = False,
 ) -> int:
     """Grade ``samples`` against ``data`` into ``out`` (atomic); returns the number of rows.
-    ``show_progress``: rows done, rate and ETA on stderr (obe.progress)."""
-    from obe.records import read_jsonl
+    ``show_progress``: rows done, rate and ETA on stderr (obe.core.progress)."""
+    from obe.core.records import read_jsonl
 
     gold = {r.id: r.answer for r in read_jsonl(str(data))}
     out = Path(out)
@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--samples", required=True, help="samples JSONL from obe.sampling")
-    p.add_argument("--data", required=True, help="questions JSONL with gold answers (obe.records.Record rows)")
+    p.add_argument("--data", required=True, help="questions JSONL with gold answers (obe.core.records.Record rows)")
     p.add_argument("--out", required=True, help="graded JSONL to write (replaced atomically)")
     add_wandb_args(p)
     return p

@@ -52,7 +52,7 @@ def parse_eval(spec: str) -> tuple[int, str, Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from obe.tracking import RUN_ID_FILE, start_run
+    from obe.core.tracking import RUN_ID_FILE, start_run
 
     ap = argparse.ArgumentParser(prog="python -m obe.log_evals", description=__doc__.split("\n\n")[1])
     ap.add_argument("--train-dir", required=True, type=Path, help="the training run's folder (config.json, wandb_run_id)")

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from obe.methods import METHODS
+from obe.rl.methods import METHODS
 
 SECTIONS = (
     ("guide", "How to read this report"),
@@ -405,7 +405,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def log_report_artifact(report: Path, analysis_dir: Path, experiment: str, wandb_dir: str) -> None:
     """report.html and the analysis folder as one artifact of the analysis stage's W&B run (its id
     is in the folder; without it, as when W&B was off for the analysis, nothing is logged)."""
-    from obe.tracking import RUN_ID_FILE, start_run
+    from obe.core.tracking import RUN_ID_FILE, start_run
 
     id_file = analysis_dir / RUN_ID_FILE
     if not id_file.exists():

@@ -16,7 +16,7 @@ Backends
 --------
 ``hf``: batched ``model.generate`` (KV cache, left padding, temperature / top-p / max new
 tokens, stop at EOS), or with ``--engine lean`` (the CLI default on CPU for Llama/Qwen2
-models, ``auto``) obe.fastlm's sampling loop over the same weights, which samples the same
+models, ``auto``) obe.engines.fastlm's sampling loop over the same weights, which samples the same
 distribution several times faster on CPU but draws different samples for a seed; the
 engine used is recorded in the meta. Rows (question, sample) are laid out question-major and cut into
 contiguous batches of ``batch_size`` sequences; each batch is seeded with a hash of
@@ -76,9 +76,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from obe.progress import Progress
-from obe.models import ModelConfig, load_model, load_tokenizer, prompt_adds_special_tokens, build_prompts
-from obe.tracking import add_wandb_args, log_stage_summary
+from obe.core.progress import Progress
+from obe.engines.models import ModelConfig, load_model, load_tokenizer, prompt_adds_special_tokens, build_prompts
+from obe.core.tracking import add_wandb_args, log_stage_summary
 
 ROW_FIELDS = (
     "question_id",
@@ -167,15 +167,15 @@ Row = tuple[int, int]  # (question index, sample index)
 
 
 class HFBackend:
-    """``transformers`` model backend (CPU or GPU): ``model.generate``, or obe.fastlm's lean
-    sampling loop on the same weights (``engine``: see :func:`obe.fastlm.resolve_engine`)."""
+    """``transformers`` model backend (CPU or GPU): ``model.generate``, or obe.engines.fastlm's lean
+    sampling loop on the same weights (``engine``: see :func:`obe.engines.fastlm.resolve_engine`)."""
 
     name = "hf"
 
     def __init__(self, model, tokenizer, engine: str = "auto"):
         from transformers import GenerationConfig
 
-        from obe.fastlm import resolve_engine
+        from obe.engines.fastlm import resolve_engine
 
         self.model = model
         self.lean = resolve_engine(engine, model, model.device)
@@ -395,7 +395,7 @@ def generate_texts(
     ``model`` is a HF causal LM, a ``vllm.LLM`` or a backend object. ``keys`` (default: the
     prompt indices) are the per-question seed keys; pass question ids to get exactly the
     samples the CLI would produce. Use ``add_special_tokens=models.prompt_adds_special_tokens(...)``
-    for prompts built by :func:`obe.models.build_prompt`. ``engine``: as the CLI's ``--engine``
+    for prompts built by :func:`obe.engines.models.build_prompt`. ``engine``: as the CLI's ``--engine``
     (HF models only).
     """
     if n < 1:
@@ -557,7 +557,7 @@ def run_sampling(
     written = 0
     total = sum(len(b) for b in batches)
     done_rows = sum(len(b) for b in batches[:done])
-    # a tqdm bar on a terminal, plain lines every 30 s in a job's log file (obe.progress)
+    # a tqdm bar on a terminal, plain lines every 30 s in a job's log file (obe.core.progress)
     bar = Progress(f"sample {out.name}", total, start=done_rows, unit="sample") if progress else None
     with open(out, "ab") as f:
         for batch in batches[done:]:
@@ -603,13 +603,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_HelpFormatter,
     )
     p.add_argument("--model", required=True, help="hub name or local HF-format directory (e.g. a training checkpoint)")
-    p.add_argument("--data", required=True, help="questions JSONL (obe.records.Record rows)")
+    p.add_argument("--data", required=True, help="questions JSONL (obe.core.records.Record rows)")
     p.add_argument("--out", required=True, help="output samples JSONL; sidecar meta at <out>.meta.json")
     p.add_argument("--n", type=int, default=1, help="samples per question")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--backend", choices=("hf", "vllm"), default="hf", help="generation backend (vllm needs a GPU)")
     p.add_argument("--engine", choices=("auto", "lean", "hf"), default="auto",
-                   help="hf backend: lean (obe.fastlm sampling loop; Llama/Qwen2), hf (model.generate), "
+                   help="hf backend: lean (obe.engines.fastlm sampling loop; Llama/Qwen2), hf (model.generate), "
                         "auto (lean on CPU when the model is supported). Same distribution, different samples")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold")
@@ -650,7 +650,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from obe.records import read_jsonl
+    from obe.core.records import read_jsonl
 
     if args.threads is not None:
         import torch

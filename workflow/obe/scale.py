@@ -29,7 +29,7 @@ coefficients were obtained by counting autograd's saved tensors on CPU
 (tests/test_scale.py checks them within 2%); on a GPU the kernels may keep slightly different
 tensors.
 
-Logits per micro-batch (:func:`logits_bytes`), t_c = b x completion tokens: ``obe.loss.
+Logits per micro-batch (:func:`logits_bytes`), t_c = b x completion tokens: ``obe.rl.loss.
 token_logprobs`` keeps the logits (c), their fp32 copies per chunk for logsumexp's backward (4,
 none when c = 4) and, in the backward, the logits' gradient (c): (2c + 4) V t_c (2c V t_c in
 fp32), plus chunk temporaries 3 x 1024 x V x 4 (:data:`LOGIT_CHUNK_ROWS`).
@@ -66,7 +66,7 @@ GB = 1e9
 
 FRAGMENTATION = 0.10        # caching-allocator headroom on the trainer's peak (assumed; not measured)
 RUNTIME_OVERHEAD = 1.5e9    # CUDA context, cuBLAS/NCCL workspaces per GPU process (assumed)
-LOGIT_CHUNK_ROWS = 1024     # obe.loss.token_logprobs / token_entropy chunk size
+LOGIT_CHUNK_ROWS = 1024     # obe.rl.loss.token_logprobs / token_entropy chunk size
 VLLM_CUDA_GRAPHS = 1.0e9    # vLLM's captured CUDA graphs (assumed)
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 SHARDINGS = ("none", "zero3", "fsdp")
@@ -398,7 +398,7 @@ def sampling_memory(plan: Plan) -> Optional[dict[str, float]]:
 def load_plan(preset: Optional[str] = None) -> Plan:
     """The plan of ``preset`` merged over config.yaml (as Snakemake merges --configfile), or of
     config.yaml alone."""
-    from obe.config import load_config
+    from obe.core.config import load_config
 
     paths = [str(REPO_ROOT / "config.yaml")]
     if preset:  # relative to the working directory, else to the repository (as PRESETS are)

@@ -5,10 +5,10 @@
 
 Each step: B questions (seeded shuffle per epoch) x n samples from the current policy ->
 reward 1/0 from :func:`obe.grading.grade` -> group-relative advantages + ``c * bonus`` of the
-chosen ``--method`` (:mod:`obe.bonuses`; counts N(x, a) from :mod:`obe.counts`, updated with
-every rollout) -> clipped-surrogate loss (:mod:`obe.loss`), ``--mu`` AdamW updates -> log
+chosen ``--method`` (:mod:`obe.rl.bonuses`; counts N(x, a) from :mod:`obe.rl.counts`, updated with
+every rollout) -> clipped-surrogate loss (:mod:`obe.rl.loss`), ``--mu`` AdamW updates -> log
 (``RUN/metrics.jsonl`` + W&B, same keys; ``RUN/rollouts.jsonl`` one row per sample) ->
-checkpoint every ``--checkpoint-every`` steps (:mod:`obe.checkpoint`). Outputs: ``RUN/final/``
+checkpoint every ``--checkpoint-every`` steps (:mod:`obe.core.checkpoint`). Outputs: ``RUN/final/``
 (HF model dir for evaluation), ``RUN/snapshots/step_N/`` (``--save-steps``),
 ``RUN/checkpoints/step_N/``, ``RUN/config.json`` (resolved config, also the W&B config).
 
@@ -66,20 +66,20 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from obe import checkpoint as ckpt
-from obe.advantages import AdvantageConfig, binary_rewards
-from obe.bonuses import (BONUSES, EXPLORATION_FIELDS, ExplorationConfig, apply_exploration, exploration_defaults,
+from obe.core import checkpoint as ckpt
+from obe.rl.advantages import AdvantageConfig, binary_rewards
+from obe.rl.bonuses import (BONUSES, EXPLORATION_FIELDS, ExplorationConfig, apply_exploration, exploration_defaults,
                          exploration_help)
-from obe.counts import OutcomeCounts
+from obe.rl.counts import OutcomeCounts
 from obe.grading import EXTRACT_MODES, SENTINEL_KEYS, ExtractConfig, grade
-from obe.fastlm import ENGINES, LeanLM, resolve_engine
-from obe.loss import LossConfig, policy_loss, token_entropy, token_logprobs
-from obe.progress import Progress
-from obe.records import read_json_lines
-from obe.models import CHAT_TEMPLATE_MODES, DTYPES, ModelConfig, build_prompts, prompt_adds_special_tokens, torch_dtype
-from obe.rollout import RolloutConfig, answer_token_mask, generate_rollouts
+from obe.engines.fastlm import ENGINES, LeanLM, resolve_engine
+from obe.rl.loss import LossConfig, policy_loss, token_entropy, token_logprobs
+from obe.core.progress import Progress
+from obe.core.records import read_json_lines
+from obe.engines.models import CHAT_TEMPLATE_MODES, DTYPES, ModelConfig, build_prompts, prompt_adds_special_tokens, torch_dtype
+from obe.engines.rollout import RolloutConfig, answer_token_mask, generate_rollouts
 from obe.sampling import derive_seed, tokenize_prompts
-from obe.synthetic import ROLLOUT_METRICS as TASK_ROLLOUT_METRICS, rollout_metrics as task_rollout_metrics
+from obe.tasks.synthetic import ROLLOUT_METRICS as TASK_ROLLOUT_METRICS, rollout_metrics as task_rollout_metrics
 
 MASTER_WEIGHTS = ("float32", "model")
 
@@ -145,7 +145,7 @@ class TrainConfig:
     model: str = ""
     train_data: str = ""
     out: str = ""
-    # the exploration settings: defaults and help defined once, by obe.bonuses.ExplorationConfig
+    # the exploration settings: defaults and help defined once, by obe.rl.bonuses.ExplorationConfig
     method: str = "grpo"
     coef: float = _EXPLORE["coef"]
     b0: float = _EXPLORE["b0"]
@@ -236,9 +236,9 @@ class TrainConfig:
 
 HELP = {
     "model": "HF model directory (or hub name) of the initial policy (and reference)",
-    "train_data": "training questions, Record JSONL (obe.records)",
+    "train_data": "training questions, Record JSONL (obe.core.records)",
     "out": "stage output directory (final/, checkpoints/, snapshots/, metrics.jsonl, rollouts.jsonl)",
-    **exploration_help(),  # method, coef, b0, leave_one_out, ... (obe.bonuses.ExplorationConfig)
+    **exploration_help(),  # method, coef, b0, leave_one_out, ... (obe.rl.bonuses.ExplorationConfig)
     "seed": "run seed (data order, rollouts)", "steps": "training steps (one batch each)",
     "batch_questions": "questions per step (B)", "n": "samples per question",
     "lr": "AdamW peak learning rate", "weight_decay": "AdamW weight decay",
@@ -257,13 +257,13 @@ HELP = {
     "dtype": "model dtype (base_model.dtype): the reference model's, and the compute dtype of the policy",
     "master_weights": "float32: policy weights, gradients and AdamW state in fp32, forward/backward under "
                       "autocast(dtype) (mixed precision); model: all kept in dtype (pure low precision)",
-    "use_chat_template": "auto | always | never: build prompts as evaluation does (obe.models.build_prompts)",
+    "use_chat_template": "auto | always | never: build prompts as evaluation does (obe.engines.models.build_prompts)",
     "system_prompt": "system message for chat templates ('' = none)",
     "checkpoint_every": "save a resumable checkpoint every K steps (and at the end)",
     "keep_checkpoints": "keep the newest K checkpoints (0 = all)",
     "save_steps": "comma-separated steps whose HF model is saved to snapshots/step_N for evaluation",
     "threads": "torch CPU threads", "device": "torch device of the policy (cpu, cuda, ...)",
-    "engine": "rollouts and log-probs: lean (obe.fastlm, Llama/Qwen2 only), hf (model.generate + HF forward), "
+    "engine": "rollouts and log-probs: lean (obe.engines.fastlm, Llama/Qwen2 only), hf (model.generate + HF forward), "
               "auto (lean on CPU when the model is supported, else hf)",
     "reward_extract": "where a reward's answer is read: math_verify (the last box, else Math-Verify's extraction) "
                       "or boxed (only a complete \\boxed{} counts)",
@@ -350,7 +350,7 @@ def forward_logits(model, prompt_ids, prompt_mask, comp_ids, comp_mask, lean: Op
     """``[S, T, V]`` logits of the completion tokens (one forward, lm head on T+1 positions).
 
     Position ids follow the left padding (``cumsum(mask) - 1``), as ``generate`` does. With
-    ``lean`` (a :class:`LeanLM` of ``model``), the same logits from obe.fastlm, which runs
+    ``lean`` (a :class:`LeanLM` of ``model``), the same logits from obe.engines.fastlm, which runs
     each distinct prompt once for its n completions."""
     if lean is not None:
         return lean.completion_logits(prompt_ids, prompt_mask, comp_ids, comp_mask)
@@ -384,7 +384,7 @@ def compute_dtype_of(cfg: TrainConfig) -> torch.dtype:
 
 
 def engine_for(cfg: TrainConfig, compute_dtype: torch.dtype) -> str:
-    """The engine option to resolve: obe.fastlm runs fp32 without activation checkpointing, so
+    """The engine option to resolve: obe.engines.fastlm runs fp32 without activation checkpointing, so
     ``auto`` means hf for a lower compute dtype or gradient checkpointing; ``lean`` is refused."""
     if compute_dtype == torch.float32 and not cfg.gradient_checkpointing:
         return cfg.engine
@@ -460,7 +460,7 @@ def _as_saved(value: Any) -> Any:
 def resume_point(cfg: TrainConfig, out: Path, data_digest: str, model_id: str) -> Optional[Path]:
     """The checkpoint this run goes on from, or None for a fresh start. Nothing is deleted:
 
-    * a checkpoint that fails verification (obe.checkpoint.verify names the file) is moved to
+    * a checkpoint that fails verification (obe.core.checkpoint.verify names the file) is moved to
       ``checkpoints/corrupt/`` and the next older one is tried;
     * checkpoints past ``cfg.steps`` (the run was made shorter) go to ``superseded/`` with a
       copy of the logs;
@@ -555,8 +555,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from obe.records import read_jsonl
-    from obe.tracking import relog_rows, resumable_run_id, run_name, start_run
+    from obe.core.records import read_jsonl
+    from obe.core.tracking import relog_rows, resumable_run_id, run_name, start_run
 
     # -- setup ---------------------------------------------------------------------
     torch.set_num_threads(cfg.threads)
@@ -591,7 +591,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     lean = resolve_engine(engine_for(cfg, compute_dtype), model, dev)
-    print(f"obe.train: engine {'lean (obe.fastlm)' if lean else 'hf'}; weights {param_dtype}, compute {compute_dtype}"
+    print(f"obe.train: engine {'lean (obe.engines.fastlm)' if lean else 'hf'}; weights {param_dtype}, compute {compute_dtype}"
           f"{', gradient checkpointing' if cfg.gradient_checkpointing else ''}", file=sys.stderr, flush=True)
     precision = autocast_factory(dev, param_dtype, compute_dtype)
     ref = None
@@ -619,7 +619,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
     explore, adv_cfg, loss_cfg, roll_cfg = cfg.exploration(), cfg.advantage(), cfg.loss(), cfg.rollout()
-    # The prompts evaluation samples with (obe.models.build_prompts, chat template included).
+    # The prompts evaluation samples with (obe.engines.models.build_prompts, chat template included).
     prompt_cfg = ModelConfig(name_or_path=cfg.model, prompt_template=cfg.prompt_template,
                              use_chat_template=cfg.use_chat_template, system_prompt=cfg.system_prompt or None)
     prompt_ids = tokenize_prompts(tokenizer, build_prompts(tokenizer, [r.problem for r in records], prompt_cfg),

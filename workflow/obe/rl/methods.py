@@ -1,9 +1,9 @@
 """The method registry: one row per exploration method, everything the pipeline knows about it.
 
-The trainers' choices and bonus functions (:data:`obe.bonuses.BONUSES`), the config schema's
+The trainers' choices and bonus functions (:data:`obe.rl.bonuses.BONUSES`), the config schema's
 method list (tied by tests/test_methods.py), the analysis' order, labels and colours and the
 report's legend all derive from :data:`METHODS`. A new method is one bonus function in
-:mod:`obe.bonuses`, one row here, its keys in the schema and its test. Kept free of torch so the
+:mod:`obe.rl.bonuses`, one row here, its keys in the schema and its test. Kept free of torch so the
 analysis and report stages import it cheaply.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Method:
     name: str
-    bonus: str  # the name of its bonus function in obe.bonuses (fn(keys_Bn, counts_Bn, cfg) -> [B, n])
+    bonus: str  # the name of its bonus function in obe.rl.bonuses (fn(keys_Bn, counts_Bn, cfg) -> [B, n])
     label: str  # in figures, tables and the report
     color: str  # one fixed colour in every figure ...
     color_name: str  # ... and its name in the report's reading guide

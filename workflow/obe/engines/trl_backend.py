@@ -1,7 +1,7 @@
 """The paper's exploration methods on TRL's ``GRPOTrainer`` (accelerate: DDP, DeepSpeed ZeRO-3 or
 FSDP, one or many nodes; rollouts from HF ``generate`` or vLLM, colocate or server mode).
 
-    accelerate launch --config_file configs/accelerate/one_gpu.yaml -m obe.trl_backend \\
+    accelerate launch --config_file configs/accelerate/one_gpu.yaml -m obe.engines.trl_backend \\
         --model DIR --train-data train.jsonl --out RUN --method ucb_con --steps 200 [--vllm colocate]
 
 Same flags as ``python -m obe.train`` (its :class:`obe.train.TrainConfig`, so one definition of
@@ -19,7 +19,7 @@ against the gold answer, and it keeps each completion's outcome key); then the (
 outcome key, correct) of the GLOBAL batch are gathered to every rank (``gather_object``, in
 TRL's own rank-major order, whose consecutive ``num_generations`` rows are one question's
 group), every rank updates its identical count table N(x, a) with the whole batch and calls
-:func:`obe.bonuses.apply_exploration` (the function ``obe.train`` calls) for its own rows. The
+:func:`obe.rl.bonuses.apply_exploration` (the function ``obe.train`` calls) for its own rows. The
 resulting per-token advantages ``[rows, T]`` replace TRL's per-sequence ones; TRL's loss accepts
 that shape. Everything else (loss, clipping, KL, optimizer, sharding, vLLM weight sync) is TRL's.
 
@@ -59,10 +59,10 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from obe import checkpoint as ckpt
-from obe.advantages import binary_rewards
-from obe.bonuses import apply_exploration
-from obe.counts import OutcomeCounts
+from obe.core import checkpoint as ckpt
+from obe.rl.advantages import binary_rewards
+from obe.rl.bonuses import apply_exploration
+from obe.rl.counts import OutcomeCounts
 from obe.grading import SENTINEL_KEYS, ExtractConfig, grade
 from obe.sampling import derive_seed
 
@@ -117,7 +117,7 @@ def check_trl_version() -> None:
     import trl
 
     if trl.__version__ != TRL_VERSION:
-        raise RuntimeError(f"obe.trl_backend overrides private methods of trl {TRL_VERSION}; installed is "
+        raise RuntimeError(f"obe.engines.trl_backend overrides private methods of trl {TRL_VERSION}; installed is "
                            f"trl {trl.__version__}. Install trl=={TRL_VERSION} (pyproject pins it).")
 
 
@@ -128,13 +128,13 @@ def _make_trainer_class():
     from accelerate.utils import gather_object
     from trl import GRPOTrainer
 
-    from obe.rollout import answer_token_mask
+    from obe.engines.rollout import answer_token_mask
 
     class ObeGRPOTrainer(GRPOTrainer):
-        """``GRPOTrainer`` whose advantages are obe's (:func:`obe.bonuses.apply_exploration`).
+        """``GRPOTrainer`` whose advantages are obe's (:func:`obe.rl.bonuses.apply_exploration`).
 
-        Extra arguments: ``exploration`` (:class:`obe.bonuses.ExplorationConfig`),
-        ``advantage`` (:class:`obe.advantages.AdvantageConfig`), ``extract`` (the
+        Extra arguments: ``exploration`` (:class:`obe.rl.bonuses.ExplorationConfig`),
+        ``advantage`` (:class:`obe.rl.advantages.AdvantageConfig`), ``extract`` (the
         :class:`obe.grading.ExtractConfig` of the rewards; None: grade's default), ``counts`` / ``solved``
         (restored state, else empty), ``on_rollouts(info)`` (called on every rank after each
         training batch's advantages with the gathered batch; the CLI logs with it). The
@@ -343,12 +343,12 @@ def peft_config(extra: dict[str, Any]):
 
 def train_dataset(records, cfg, tokenizer):
     """The questions as TRL wants them, with the prompts evaluation samples with
-    (:func:`obe.models.build_prompt`, as obe.train): with a chat template, the messages (system
+    (:func:`obe.engines.models.build_prompt`, as obe.train): with a chat template, the messages (system
     prompt included), which TRL renders with the same template and ``add_generation_prompt``;
     else the built text, which TRL tokenizes with the tokenizer's special tokens as obe does."""
     from datasets import Dataset
 
-    from obe.models import ModelConfig, build_prompt, render_template, uses_chat_template
+    from obe.engines.models import ModelConfig, build_prompt, render_template, uses_chat_template
 
     pcfg = ModelConfig(name_or_path=cfg.model, prompt_template=cfg.prompt_template,
                        use_chat_template=cfg.use_chat_template, system_prompt=cfg.system_prompt or None)
@@ -394,10 +394,10 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
     import transformers
     from transformers import AutoTokenizer, TrainerCallback
 
-    from obe.records import read_jsonl
-    from obe.tracking import NullTracker, relog_rows, resumable_run_id, run_name, start_run
-    from obe.progress import Progress
-    from obe.synthetic import rollout_metrics as task_rollout_metrics
+    from obe.core.records import read_jsonl
+    from obe.core.tracking import NullTracker, relog_rows, resumable_run_id, run_name, start_run
+    from obe.core.progress import Progress
+    from obe.tasks.synthetic import rollout_metrics as task_rollout_metrics
     from obe.train import (COMPLETION_COLUMNS, METRICS, RUN_OUTPUTS, config_mismatch, model_identity,
                            peak_memory_gb)
 
@@ -430,7 +430,7 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
                                  f"or --on-config-change restart")
             if main:  # set aside, never deleted: obe.train's rule for a restart
                 aside = ckpt.supersede(out, f"checkpoint {last.name} {why}", move=[out / d for d in RUN_OUTPUTS])
-                print(f"obe.trl_backend: checkpoint {last.name} {why}; the old run is set aside in {aside}; "
+                print(f"obe.engines.trl_backend: checkpoint {last.name} {why}; the old run is set aside in {aside}; "
                       f"starting over", file=sys.stderr, flush=True)
             last = None
     metrics_path, rollouts_path = out / "metrics.jsonl", out / "rollouts.jsonl"
@@ -446,7 +446,7 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
         ckpt.truncate_file(rollouts_path, state["rollouts_bytes"] if last else 0)
         (out / "config.json").write_text(json.dumps(full_config, indent=2) + "\n")
         if last is not None:
-            print(f"obe.trl_backend: resuming from {last} (step {state['step']})", file=sys.stderr, flush=True)
+            print(f"obe.engines.trl_backend: resuming from {last} (step {state['step']})", file=sys.stderr, flush=True)
 
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)
     if tokenizer.pad_token is None:
@@ -593,7 +593,7 @@ def run(cfg, extra: dict[str, Any], *, rollout_func=None, on_end=None) -> dict[s
             trainer._save_checkpoint(trainer.model, None)
         if stop["signal"] is not None and trainer.obe_step < cfg.steps:
             if main:
-                print(f"obe.trl_backend: signal {stop['signal']} received; checkpoint saved at step "
+                print(f"obe.engines.trl_backend: signal {stop['signal']} received; checkpoint saved at step "
                       f"{trainer.obe_step}, exiting", file=sys.stderr, flush=True)
             raise SystemExit(143)
         save_model_dir(trainer, out / "final")
@@ -640,7 +640,7 @@ def parse(argv: Optional[Sequence[str]] = None):
             ap.add_argument(flag, dest=name, type=typ, default=default, help=help_)
     argv = list(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
-        print("python -m obe.trl_backend: obe.train's flags (below) plus the TRL-only flags:\n")
+        print("python -m obe.engines.trl_backend: obe.train's flags (below) plus the TRL-only flags:\n")
         ap.print_help()
         print()
     known, rest = ap.parse_known_args(argv)

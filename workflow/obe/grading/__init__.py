@@ -18,10 +18,10 @@ as a solution (a box in text, or prose) is read the same way.
 
 Pipeline. ``extract`` -> ``normalize`` (cheap string rewrites) -> fast path, in process and
 exact (equal strings; rationals; closed forms with ``\\sqrt``/``\\pi``, ``\\pm``, sets,
-tuples, intervals, two-interval unions, matrices, mixed numbers, via ``obe.fastmath``; lone
+tuples, intervals, two-interval unions, matrices, mixed numbers, via ``obe.grading.fastmath``; lone
 decimals of 6+ places at 6 places; verdicts between polynomials in single-letter variables,
 and polynomial vs number) -> slow path: Math-Verify 0.9.0 in persistent worker subprocesses
-(:mod:`obe.grading_worker`; ``WORKERS``, default ``min(2, cpus)``). Fast keys are rendered
+(:mod:`obe.grading.worker`; ``WORKERS``, default ``min(2, cpus)``). Fast keys are rendered
 exactly as the worker renders the same value (tests/test_grading_fast.py checks every shape
 against Math-Verify's own parse). Results are cached in bounded LRUs keyed by normalized
 strings. ``grade_many`` grades a batch: distinct texts and pairs once, spread over the workers.
@@ -95,7 +95,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from obe.fastmath import DECIMAL_PLACES, fast_value, parse_poly, rounded, value_key
+from obe.grading.fastmath import DECIMAL_PLACES, fast_value, parse_poly, rounded, value_key
 
 DEFAULT_TIMEOUT_S = 5.0  # CPU seconds per worker call (see wall_guard for the wall clock)
 WALL_GUARD_S = 60.0
@@ -165,7 +165,7 @@ _STRUCTURE_RE = re.compile(r"[A-Za-z\\{}\[\]=<>]|\(.*,")  # letters, commands, b
 
 def _final_boxes(text: str, spans: list[tuple[int, int, str]] | None = None) -> str | None:
     """The last box, joined with the boxes right before it that only "and"/commas separate."""
-    from obe.latex import boxed_spans
+    from obe.grading.latex import boxed_spans
 
     spans = boxed_spans(text) if spans is None else spans
     if not spans:
@@ -187,7 +187,7 @@ def _strip_think(text: str) -> str:
 
 def _needs_worker_extraction(text: str, config: ExtractConfig) -> tuple[str | None, bool]:
     """(the boxed answer, whether Math-Verify's extraction in the worker must decide)."""
-    from obe.latex import boxed_spans
+    from obe.grading.latex import boxed_spans
 
     text = _strip_think(text)
     spans = boxed_spans(text)
@@ -561,7 +561,7 @@ def _is_word(s: str) -> bool:
 @lru_cache(maxsize=CACHE_SIZE)
 def _fast_val(s: str) -> Any:
     """Exact canonical value of a normalized answer of a common shape, else ``None``:
-    a rational (``exact_number``), or a closed form / set / tuple / interval (``obe.fastmath``);
+    a rational (``exact_number``), or a closed form / set / tuple / interval (``obe.grading.fastmath``);
     a lone decimal of 6+ places is ``("approx", value)``, compared at 6 places (Math-Verify's
     convention); inside a larger answer such a decimal is left to the worker."""
     if "." in s and _LONG_DECIMAL_RE.search(s):
@@ -574,7 +574,7 @@ def _fast_val(s: str) -> Any:
 
 @lru_cache(maxsize=CACHE_SIZE)
 def _fast_poly(s: str) -> Any:
-    """A polynomial in single-letter variables (``obe.fastmath.parse_poly``) as a hashable
+    """A polynomial in single-letter variables (``obe.grading.fastmath.parse_poly``) as a hashable
     canonical value, else ``None``; words (``_is_word``) are not polynomials."""
     if _is_word(s) or "." in s and _LONG_DECIMAL_RE.search(s):
         return None
@@ -686,7 +686,7 @@ def wall_guard(cpu_s: float) -> float:
 
 
 class _Worker:
-    """A persistent subprocess (:mod:`obe.grading_worker`) doing the sympy work.
+    """A persistent subprocess (:mod:`obe.grading.worker`) doing the sympy work.
 
     A call is bounded by CPU time in the worker (its ``timeout`` is sent as the budget; over
     it the worker answers "timeout", or is ended by ``RLIMIT_CPU``, read here as a timeout).
@@ -705,10 +705,10 @@ class _Worker:
 
     def _start(self) -> None:
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
-        pkg_root = str(Path(__file__).resolve().parents[1])
+        pkg_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = pkg_root + os.pathsep + env.get("PYTHONPATH", "")
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", "from obe.grading_worker import main; main()"],
+            [sys.executable, "-c", "from obe.grading.worker import main; main()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
         )
         self._buf, self._ready, self._pid = b"", False, os.getpid()

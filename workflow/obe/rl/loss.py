@@ -10,7 +10,7 @@ samples flattened):
 
 ``beta = 0`` means no reference model: ``ref_logp_BT=None`` is accepted (if a reference is
 given with beta = 0, its KL is reported but not added). ``A`` is ``[B]`` (per sequence) or
-``[B, T]`` (per token, e.g. from :func:`obe.bonuses.token_advantages`).
+``[B, T]`` (per token, e.g. from :func:`obe.rl.bonuses.token_advantages`).
 
 Aggregations over the completion mask m (1 = real completion token, 0 = padding):
 

@@ -94,7 +94,7 @@ class WandbTracker:
         try:
             fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - logging must never stop training
-            print(f"obe.tracking: W&B {what} failed ({exc!r}); continuing", file=sys.stderr)
+            print(f"obe.core.tracking: W&B {what} failed ({exc!r}); continuing", file=sys.stderr)
 
     @property
     def first_step(self) -> int:
@@ -235,12 +235,12 @@ def relog_rows(tracker: NullTracker | WandbTracker, path: str | os.PathLike) -> 
     """
     if isinstance(tracker, NullTracker) or not os.path.exists(path):
         return
-    from obe.records import read_json_lines
+    from obe.core.records import read_json_lines
 
     try:
         rows = read_json_lines(path)
     except (OSError, ValueError) as exc:
-        print(f"obe.tracking: cannot re-log {path} ({exc!r}); continuing", file=sys.stderr)
+        print(f"obe.core.tracking: cannot re-log {path} ({exc!r}); continuing", file=sys.stderr)
         return
     for row in rows:
         tracker.log({k: v for k, v in row.items() if v is not None}, step=row.get("step"))
@@ -286,7 +286,7 @@ def start_run(
     try:
         import wandb
     except ImportError:
-        print("obe.tracking: wandb is not installed; logging disabled", file=sys.stderr)
+        print("obe.core.tracking: wandb is not installed; logging disabled", file=sys.stderr)
         return NullTracker()
     os.makedirs(wandb_dir, exist_ok=True)
     if os.environ.get("WANDB_MODE", None) == "":
@@ -309,7 +309,7 @@ def start_run(
         base_url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
         wait = float(os.environ.get("OBE_WANDB_CONNECT_TIMEOUT", "3"))
         if not server_reachable(base_url, wait):
-            print(f"obe.tracking: W&B server {base_url} unreachable within {wait:g} s; writing this run offline "
+            print(f"obe.core.tracking: W&B server {base_url} unreachable within {wait:g} s; writing this run offline "
                   f"under {wandb_dir}/wandb (upload later: wandb sync {wandb_dir}/wandb/offline-run-*)",
                   file=sys.stderr, flush=True)
             mode = "offline"
@@ -321,8 +321,8 @@ def start_run(
             run = wandb.init(mode=attempt_mode, settings=settings, **kwargs)
             return WandbTracker(run, wandb, attempt_mode)
         except Exception as exc:  # noqa: BLE001 - an unreachable server must not fail the stage
-            print(f"obe.tracking: wandb.init({attempt_mode}) failed ({exc!r})", file=sys.stderr)
-    print("obe.tracking: continuing without W&B logging", file=sys.stderr)
+            print(f"obe.core.tracking: wandb.init({attempt_mode}) failed ({exc!r})", file=sys.stderr)
+    print("obe.core.tracking: continuing without W&B logging", file=sys.stderr)
     return NullTracker()
 
 

@@ -1,4 +1,4 @@
-"""Rollouts for the RL trainer: B prompts x n samples in batched calls (``model.generate`` or :mod:`obe.fastlm`).
+"""Rollouts for the RL trainer: B prompts x n samples in batched calls (``model.generate`` or :mod:`obe.engines.fastlm`).
 
 :func:`generate_rollouts` returns token tensors ready for the update (left-padded prompts,
 right-padded completions, a completion mask that stops after the first EOS, EOS included),
@@ -12,7 +12,7 @@ rollouts.
 
 :func:`answer_token_mask` marks, per completion, the tokens of the final ``\\boxed{...}``
 (the span :func:`obe.grading.extract` reads), for masking the exploration term off the
-answer tokens (:func:`obe.bonuses.token_advantages`).
+answer tokens (:func:`obe.rl.bonuses.token_advantages`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from obe.latex import last_boxed_span
-from obe.models import render_template
+from obe.grading.latex import last_boxed_span
+from obe.engines.models import render_template
 from obe.sampling import derive_seed, eos_token_ids
 
 
@@ -34,7 +34,7 @@ class RolloutConfig:
 
     n: samples per question; temperature > 0 (pure sampling, top-k off); top_p in (0, 1];
     max_new_tokens: completion budget (a sample that hits it is "truncated");
-    prompt_template: text with ``{problem}`` (replaced literally, as :mod:`obe.models`).
+    prompt_template: text with ``{problem}`` (replaced literally, as :mod:`obe.engines.models`).
     """
 
     n: int = 8
@@ -104,7 +104,7 @@ def generate_rollouts(model, tokenizer, prompt_ids: Sequence[Sequence[int]], cfg
     """``cfg.n`` samples for each prompt, at most ``max_sequences`` per ``generate`` call (0: one
     call for all), seeded by ``seed``.
 
-    ``lean``: an :class:`obe.fastlm.LeanLM` of ``model`` to sample with instead of
+    ``lean``: an :class:`obe.engines.fastlm.LeanLM` of ``model`` to sample with instead of
     ``model.generate`` (same distribution, different random stream)."""
     per_call = len(prompt_ids) if max_sequences <= 0 else max(1, max_sequences // cfg.n)
     starts = range(0, len(prompt_ids), per_call)

@@ -1,6 +1,6 @@
 """The grading worker: Math-Verify 0.9.0 and sympy in a subprocess of :mod:`obe.grading`.
 
-``python -c "from obe.grading_worker import main; main()"`` serves JSON-line requests on stdin,
+``python -c "from obe.grading.worker import main; main()"`` serves JSON-line requests on stdin,
 one response line each:
 
   * ``{"op": "eq", "g", "p", "key", "gkey"}`` -> ``{"eq", "key"?, "gkey"?}``: whether normalized
@@ -78,7 +78,7 @@ def main() -> None:  # pragma: no cover - runs in the subprocess
     from math_verify import verify as mv_verify
     from math_verify.parser import extract_expr, extract_latex, get_extraction_regexes, parse_latex_cached
 
-    from obe.fastmath import DECIMAL_PLACES, approx_key, fast_value, parse_poly
+    from obe.grading.fastmath import DECIMAL_PLACES, approx_key, fast_value, parse_poly
     from obe.grading import normalize as obe_normalize
 
     latex_only = [LatexExtractionConfig(boxed_match_priority=0)]
@@ -149,7 +149,7 @@ def main() -> None:  # pragma: no cover - runs in the subprocess
         return e
 
     def quick(s: str) -> Any:
-        """The expression Math-Verify would build, for the shapes obe.fastmath reads (our own
+        """The expression Math-Verify would build, for the shapes obe.grading.fastmath reads (our own
         bounded parser, sympy constructors only): skips an ANTLR parse of 10-800 ms."""
         if long_decimal.search(s):
             return None  # kept as a float by Math-Verify's parse (compared at 6 places)
@@ -213,7 +213,7 @@ def main() -> None:  # pragma: no cover - runs in the subprocess
             return equation_key(e)
         if isinstance(e, sympy.Expr):
             if isinstance(e, sympy.Float):  # only answers with a 6+ place decimal keep floats
-                return approx_key(Fraction(str(e)))  # as obe.fastmath keys a lone long decimal
+                return approx_key(Fraction(str(e)))  # as obe.grading.fastmath keys a lone long decimal
             if closed_number(e):
                 v = e.doit()
                 if v.is_Rational:

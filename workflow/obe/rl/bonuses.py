@@ -7,13 +7,13 @@ bonus function has the signature :data:`BonusFn`::
 
 ``keys_Bn``: outcome keys (opaque strings, the no-answer sentinel included) of the n
 samples of each of B questions; ``counts_Bn``: ``N(x, a_i)`` read from an
-:class:`obe.counts.OutcomeCounts` (``None`` is fine for methods that do not use it).
+:class:`obe.rl.counts.OutcomeCounts` (``None`` is fine for methods that do not use it).
 
 How the bonus enters (:func:`exploration_advantages`, paper convention): AFTER the group
 normalisation, ``A_i = adv_i + c * bonus_i`` with ``c = cfg.coef`` (default 0.2).
 Trainers call one function, :func:`apply_exploration` (count update, bonus, gating,
 normalisation, per-token advantages with the answer-token mask): ``obe.train``, the TRL
-backend (``obe.trl_backend``) and ``bench/grpo_step.py`` all go through it.
+backend (``obe.engines.trl_backend``) and ``bench/grpo_step.py`` all go through it.
 
 * ``gate_solved`` (default on): a group whose samples are ALL correct gets bonus 0.
 * ``mask_answer_tokens`` (default on): at token level (:func:`token_advantages`) the
@@ -25,7 +25,7 @@ backend (``obe.trl_backend``) and ``bench/grpo_step.py`` all go through it.
   train at full strength (std-normalised) towards never-seen wrong answers, and UCB
   collapsed to pass@1 = 0 at c = 0.1 and at c = 0.5.
 * ``count_before_update`` (default on): read ``N`` before adding the current batch to the
-  table (see :meth:`obe.counts.OutcomeCounts.observe_batch`).
+  table (see :meth:`obe.rl.counts.OutcomeCounts.observe_batch`).
 
 N = 0 convention: a never-seen outcome (``N = 0``, possible only when counts are read
 before the update) gets the maximal bonus 1, via ``min(1, 1/sqrt(max(N, 1)))``.
@@ -44,9 +44,9 @@ from typing import NamedTuple, Optional, Union
 
 import torch
 
-from obe.advantages import AdvantageConfig, RewardsLike, as_float_table, group_advantages_cfg
-from obe.counts import OutcomeCounts
-from obe.methods import METHODS
+from obe.rl.advantages import AdvantageConfig, RewardsLike, as_float_table, group_advantages_cfg
+from obe.rl.counts import OutcomeCounts
+from obe.rl.methods import METHODS
 
 KeysBn = Sequence[Sequence[str]]
 CountsLike = Union[torch.Tensor, Sequence[Sequence[int]]]
@@ -63,7 +63,7 @@ class ExplorationConfig:
     and the train rule's flags follow it (:data:`EXPLORATION_FIELDS`, :func:`exploration_help`;
     tests check the schema and ``TrainConfig`` against it)."""
 
-    method: str = field(metadata={"help": "exploration method (obe.bonuses.BONUSES)"})
+    method: str = field(metadata={"help": "exploration method (obe.rl.bonuses.BONUSES)"})
     coef: float = field(default=0.2, metadata={"help": "c in A_i = adv_i + c * bonus_i (0 = plain GRPO, bit for bit)"})
     b0: float = field(default=0.5, metadata={"help": "constant baseline of ucb_con"})
     leave_one_out: bool = field(default=False, metadata={"help": "ucb_mean: subtract the mean bonus of the OTHER samples"})
@@ -172,7 +172,7 @@ def batch_bonus(keys_Bn: KeysBn, counts_Bn: Optional[CountsLike], cfg: "Explorat
     return torch.tensor(rows, dtype=torch.float64).reshape(B, n)
 
 
-# the registry's rows (obe.methods) with their functions
+# the registry's rows (obe.rl.methods) with their functions
 BONUSES: dict[str, BonusFn] = {m.name: globals()[m.bonus] for m in METHODS}
 COUNT_METHODS: frozenset[str] = frozenset(m.name for m in METHODS if m.uses_counts)
 # Every exploration setting, in order; all but ``method`` are the per-method keys of the config.

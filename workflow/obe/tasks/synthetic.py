@@ -8,7 +8,7 @@ A question is a short arithmetic chain, one multiplication of two digits followe
     solution:  "7*3=21 21+5=26 26-2=24 24+8=32 \\boxed{32}"   (here ``?`` means ``-``)
 
 Every true intermediate value stays in 0..99, so each answer is a short integer string and
-``obe.latex.last_boxed`` extracts it exactly.
+``obe.grading.latex.last_boxed`` extracts it exactly.
 
 Why this shape (it is meant to make the paper's effects visible on a tiny model):
 
@@ -52,7 +52,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterator
 
-from obe.records import Record
+from obe.core.records import Record
 
 SOURCE = "synthetic"
 SUBJECT = "arithmetic"

@@ -1,0 +1,1 @@
+"""Plumbing shared by every stage: records and JSONL, config, checkpoints, progress, W&B tracking."""

@@ -1,0 +1,1 @@
+"""The paper's maths: method registry, exploration bonuses, outcome counts, advantages, loss."""

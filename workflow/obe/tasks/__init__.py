@@ -1,0 +1,1 @@
+"""Tasks the pipeline can run without downloads: the embedded synthetic task."""
