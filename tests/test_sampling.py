@@ -1,4 +1,4 @@
-"""obe.sampling: hf backend, row schema, CLI resume/meta, vLLM mapping with a fake engine."""
+"""obe.sampling and obe.engines.generation: hf backend, row schema, CLI resume/meta, vLLM mapping with a fake engine."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import torch
 from obe import sampling
 from obe.engines.models import ModelConfig, load
 from obe.core.records import Record, write_jsonl
-from obe.sampling import (
-    ROW_FIELDS,
+from obe.engines import generation
+from obe.engines.generation import (
     Completion,
     HFBackend,
     SamplingConfig,
@@ -26,6 +26,7 @@ from obe.sampling import (
     generate_texts,
     vllm_sampling_kwargs,
 )
+from obe.sampling import ROW_FIELDS
 from tiny_model import build_tiny_model
 
 torch.set_num_threads(1)
@@ -308,7 +309,7 @@ def test_vllm_backend_maps_outputs(tiny):
     _, tok = tiny
     llm = FakeLLM()
     backend = VLLMBackend(llm, tok, sampling_params_factory=dict)
-    assert sampling.make_backend(llm, tok).__class__ is VLLMBackend
+    assert generation.make_backend(llm, tok).__class__ is VLLMBackend
     cfg = SamplingConfig(max_new_tokens=16, seed=3, batch_size=4)
     res = generate_texts(backend, tok, PROMPTS, 2, cfg, keys=["a", "b", "c"])
     # batch_size 4 // n 2 -> 2 questions per engine call
@@ -316,7 +317,7 @@ def test_vllm_backend_maps_outputs(tiny):
     prompts0, params0 = llm.calls[0]
     assert prompts0[0] == {"prompt_token_ids": tok("1+1=")["input_ids"]}
     seeds = [p["seed"] for _, ps in llm.calls for p in ps]
-    assert seeds == [sampling.derive_seed(3, k) for k in "abc"] and len(set(seeds)) == 3
+    assert seeds == [generation.derive_seed(3, k) for k in "abc"] and len(set(seeds)) == 3
     assert all(p["n"] == 2 and p["max_tokens"] == 16 for _, ps in llm.calls for p in ps)
     for comps, seed in zip(res, seeds):
         assert len(comps) == 2
@@ -449,11 +450,11 @@ def test_completion_is_frozen():
 def test_eos_ids_union_of_model_and_tokenizer():
     # e.g. Llama-3.1-Instruct lists several EOS ids in generation_config.json
     model = types.SimpleNamespace(generation_config=types.SimpleNamespace(eos_token_id=[5, 2]))
-    assert sampling.eos_token_ids(model, types.SimpleNamespace(eos_token_id=2)) == [5, 2]
-    assert sampling.eos_token_ids(types.SimpleNamespace(), types.SimpleNamespace(eos_token_id=7)) == [7]
+    assert generation.eos_token_ids(model, types.SimpleNamespace(eos_token_id=2)) == [5, 2]
+    assert generation.eos_token_ids(types.SimpleNamespace(), types.SimpleNamespace(eos_token_id=7)) == [7]
 
 
 def test_derive_seed_stable():
-    assert sampling.derive_seed(0, "q1", 0) == sampling.derive_seed(0, "q1", 0)
-    assert sampling.derive_seed(0, "q1", 0) != sampling.derive_seed(1, "q1", 0)
-    assert 0 <= sampling.derive_seed("x") < 2**31
+    assert generation.derive_seed(0, "q1", 0) == generation.derive_seed(0, "q1", 0)
+    assert generation.derive_seed(0, "q1", 0) != generation.derive_seed(1, "q1", 0)
+    assert 0 <= generation.derive_seed("x") < 2**31

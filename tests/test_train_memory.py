@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from obe import sampling
+from obe.engines import generation
 from obe.engines import models
 from obe import train as T
 from obe.engines.rollout import RolloutConfig, _generate_once, concat_rollouts, generate_rollouts
@@ -139,7 +139,7 @@ def test_training_prompts_are_the_evaluation_prompts(env, tmp_path, monkeypatch)
     mcfg = models.ModelConfig(str(model_dir), prompt_template=cfg.prompt_template, use_chat_template="always",
                               system_prompt="7*7")
     tok = models.load_tokenizer(mcfg)
-    expected = sampling.tokenize_prompts(tok, models.build_prompts(tok, [r["problem"] for r in records], mcfg),
+    expected = generation.tokenize_prompts(tok, models.build_prompts(tok, [r["problem"] for r in records], mcfg),
                                          models.prompt_adds_special_tokens(tok, mcfg))
     assert seen and all(ids in expected for ids in seen)
     text = tok.decode(seen[0])

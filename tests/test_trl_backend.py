@@ -416,7 +416,7 @@ def test_trl_gets_the_prompts_obe_train_builds(setup, tmp_path, chat, system):
     from transformers import AutoTokenizer
 
     from obe.engines.models import ModelConfig, build_prompts, prompt_adds_special_tokens
-    from obe.sampling import tokenize_prompts
+    from obe.engines.generation import tokenize_prompts
 
     model_dir = build_tiny_model(tmp_path / "m", chat_template=CHAT_TEMPLATE if chat else None)
     tok = AutoTokenizer.from_pretrained(model_dir)

@@ -266,7 +266,7 @@ def sample_completions(
     seed: int = 0,
 ) -> list[list[str]]:
     """``n_samples`` completions per problem through ``obe.sampling`` (the pipeline's sampler)."""
-    from obe.sampling import SamplingConfig, generate_texts
+    from obe.engines.generation import SamplingConfig, generate_texts
 
     cfg = SamplingConfig(temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens, seed=seed,
                          batch_size=batch_size)

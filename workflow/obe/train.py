@@ -78,7 +78,7 @@ from obe.core.progress import Progress
 from obe.core.records import read_json_lines
 from obe.engines.models import CHAT_TEMPLATE_MODES, DTYPES, ModelConfig, build_prompts, prompt_adds_special_tokens, torch_dtype
 from obe.engines.rollout import RolloutConfig, answer_token_mask, generate_rollouts
-from obe.sampling import derive_seed, tokenize_prompts
+from obe.engines.generation import derive_seed, tokenize_prompts
 from obe.tasks.synthetic import ROLLOUT_METRICS as TASK_ROLLOUT_METRICS, rollout_metrics as task_rollout_metrics
 
 MASTER_WEIGHTS = ("float32", "model")

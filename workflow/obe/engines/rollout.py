@@ -24,7 +24,7 @@ import torch
 
 from obe.grading.latex import last_boxed_span
 from obe.engines.models import render_template
-from obe.sampling import derive_seed, eos_token_ids
+from obe.engines.generation import derive_seed, eos_token_ids
 
 
 

@@ -64,7 +64,7 @@ from obe.rl.advantages import binary_rewards
 from obe.rl.bonuses import apply_exploration
 from obe.rl.counts import OutcomeCounts
 from obe.grading import SENTINEL_KEYS, ExtractConfig, grade
-from obe.sampling import derive_seed
+from obe.engines.generation import derive_seed
 
 TRL_VERSION = "1.16.0"  # the version whose private methods we override (see PINNED_SOURCES)
 # sha256 of ``inspect.getsource`` of every TRL / transformers method this module overrides or
