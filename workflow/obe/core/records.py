@@ -7,7 +7,20 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def strict_from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:
+    """``cls(**data)`` for a dataclass, refusing keys it does not have: a typo in a saved or
+    hand-written file fails with its name and the allowed ones instead of being dropped. The one
+    strict constructor behind :meth:`Record.from_dict` and ``ModelConfig.from_dict``."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"unknown {what} {sorted(unknown)}; allowed: {sorted(names)}")
+    return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -30,11 +43,7 @@ class Record:
 
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> "Record":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(row) - names
-        if unknown:
-            raise ValueError(f"unknown record fields {sorted(unknown)}; allowed: {sorted(names)}")
-        return cls(**row)
+        return strict_from_dict(cls, row, "record fields")
 
 
 def write_jsonl(path: str, records: list[Record]) -> None:

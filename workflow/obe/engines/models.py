@@ -26,6 +26,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from obe.core.records import strict_from_dict
+
 CHAT_TEMPLATE_MODES = ("auto", "always", "never")
 DTYPES = ("float32", "float16", "bfloat16", "auto")
 
@@ -74,11 +76,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown ModelConfig keys {sorted(unknown)}; allowed: {sorted(names)}")
-        return cls(**d)
+        return strict_from_dict(cls, d, "ModelConfig keys")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
