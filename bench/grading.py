@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from obe import grading as G
+from obe.grading import pool
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,9 +141,9 @@ def main() -> None:
         for _ in range(args.repeats):
             G.clear_caches(worker=True)
             G.warm_up()
-            c0 = G._WORKER.calls
+            c0 = pool.POOL.calls
             cold.append(rate(items))
-            calls.append(G._WORKER.calls - c0)
+            calls.append(pool.POOL.calls - c0)
             warm.append(rate(items))
             G.clear_caches(worker=True)
             G.warm_up()

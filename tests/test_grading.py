@@ -9,6 +9,7 @@ import time
 import pytest
 
 from obe import grading as G
+from obe.grading import numeric, pool
 from obe.grading import (
     ERROR_KEY, NO_ANSWER_KEY, SENTINEL_KEYS, TIMEOUT_KEY, ExtractConfig, GradeResult, extract, grade,
     outcome_key, verify,
@@ -194,12 +195,12 @@ def test_fast_path_never_calls_worker(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("slow path taken")
 
     G.clear_caches()
-    monkeypatch.setattr(G, "_slow", boom)
+    monkeypatch.setattr(pool, "slow", boom)
     fast = [("1/2", "0.5"), ("1,000", "1000"), ("\\dfrac{3}{4}", "0.75"), ("x^2+\\sqrt{2}", "x^2 + \\sqrt{2}"),
             ("30^\\circ", "30"), ("5\\text{ cm}", "5"), ("\\text{Monday}", "monday"), ("7", "8"), ("-3", "\\frac{-6}{2}")]
     for g, p in fast:
         verify(g, p)
-        outcome_key(p) if G.exact_number(G.normalize(p)) is not None else None
+        outcome_key(p) if numeric.exact_number(G.normalize(p)) is not None else None
         grade(f"\\boxed{{{g}}}", g)  # identical strings: key from a number or the gold's cache
     for g, p in fast[:2] + fast[6:]:
         assert grade(f"\\boxed{{{p}}}", g).status == "ok"
@@ -207,14 +208,14 @@ def test_fast_path_never_calls_worker(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_cache_hits_skip_worker() -> None:
     G.clear_caches()
-    calls = G._WORKER.calls
+    calls = pool.POOL.calls
     assert verify("\\sin(x)+1", "1+\\sin x")  # not a fast-path shape
-    after_first = G._WORKER.calls
+    after_first = pool.POOL.calls
     assert after_first > calls
     for _ in range(5):
         assert verify("\\sin(x)+1", "1+\\sin x")
         grade("\\boxed{1+\\sin x}", "\\sin(x)+1")
-    assert G._WORKER.calls <= after_first + 1  # at most the keys, in one call
+    assert pool.POOL.calls <= after_first + 1  # at most the keys, in one call
 
 
 def test_thread_safe_and_off_main_thread() -> None:

@@ -14,6 +14,7 @@ import sys
 import time
 
 from obe import grading as G
+from obe.grading import pool
 
 BUDGET_S = 3.0  # CPU seconds per worker call: ~3x the slowest slow case
 SLOW = [  # (response, gold): sympy work of ~0.3-1 s CPU each, well inside the budget
@@ -65,9 +66,9 @@ def test_wall_guard_is_far_away() -> None:
 
 def test_cpu_budget_interrupts_python_and_worker_survives() -> None:
     G.clear_caches()
-    pids = [w._proc.pid for w in G._WORKER.workers if w._proc is not None]
+    pids = [w._proc.pid for w in pool.POOL.workers if w._proc is not None]
     r = G.grade("\\boxed{(x+1)^{100000}}", "5", timeout=0.5)
     assert r.status == "timeout" and r.outcome_key == G.TIMEOUT_KEY
     # a CPU timeout is answered by the worker itself: no restart needed
-    assert [w._proc.pid for w in G._WORKER.workers if w._proc is not None] == pids
+    assert [w._proc.pid for w in pool.POOL.workers if w._proc is not None] == pids
     assert G.verify("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}", timeout=30)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from obe.grading import fastmath as F
 from obe import grading as G
+from obe.grading import fastpath, pool
 from obe.grading import GradeResult, grade, grade_many, normalize, outcome_key, verify
 
 # Answers the fast path must cover; each keyed as the worker keys it.
@@ -60,13 +61,13 @@ NOT_FAST = ["(0,9)\\cup(0,36)", "[1,3)\\cup[3,5]", "(1,2)\\cup(2,3)\\cup(4,5)", 
 
 def _slow_key(s: str, mv: bool = True) -> str:
     """The worker's key, by default from Math-Verify's own parse (no quick path)."""
-    resp, _ = G._WORKER.request({"op": "key", "a": normalize(s), "mv": mv}, 60)
+    resp, _ = pool.POOL.request({"op": "key", "a": normalize(s), "mv": mv}, 60)
     assert resp is not None and "error" not in resp, (s, resp)
     return resp["key"]
 
 
 def _slow_eq(g: str, p: str, mv: bool = True) -> bool:
-    resp, _ = G._WORKER.request({"op": "eq", "g": normalize(g), "p": normalize(p), "mv": mv}, 60)
+    resp, _ = pool.POOL.request({"op": "eq", "g": normalize(g), "p": normalize(p), "mv": mv}, 60)
     assert resp is not None and "error" not in resp, (g, p, resp)
     return bool(resp["eq"])
 
@@ -78,7 +79,7 @@ def _warm() -> None:
 
 @pytest.mark.parametrize("answer", FAST)
 def test_fast_key_equals_slow_key(answer: str) -> None:
-    fast = G._fast_key(normalize(answer))
+    fast = fastpath.fast_key(normalize(answer))
     assert fast is not None, answer
     assert fast == _slow_key(answer), answer
 
@@ -119,11 +120,11 @@ PAIRS = [
 
 @pytest.mark.parametrize(("g", "p"), PAIRS)
 def test_fast_verdict_equals_slow_verdict(g: str, p: str) -> None:
-    fast = G._fast_eq(normalize(g), normalize(p))
+    fast = fastpath.fast_eq(normalize(g), normalize(p))
     assert fast is not None, (g, p)
     assert fast == _slow_eq(g, p), (g, p)
     if fast:
-        assert G._fast_key(normalize(g)) == G._fast_key(normalize(p))
+        assert fastpath.fast_key(normalize(g)) == fastpath.fast_key(normalize(p))
 
 
 # Polynomials in single-letter variables: verdicts decided in-process, keys from the worker's
@@ -139,7 +140,7 @@ NUMBERS = ["5", "0", "-1", "6", "\\frac{1}{2}", "\\sqrt{2}", "12"]
 
 @pytest.mark.parametrize("answer", POLYS)
 def test_poly_quick_key_equals_math_verify_key(answer: str) -> None:
-    assert G._fast_poly(normalize(answer)) is not None, answer
+    assert fastpath.fast_poly(normalize(answer)) is not None, answer
     assert _slow_key(answer, mv=False) == _slow_key(answer, mv=True), answer
 
 
@@ -147,7 +148,7 @@ def test_poly_verdicts_equal_math_verify_verdicts() -> None:
     answers = POLYS[:30] + NUMBERS + POLYS[50:]
     for i, g in enumerate(answers):
         for p in answers[i + 1 : i + 8]:
-            fast = G._fast_eq(normalize(g), normalize(p))
+            fast = fastpath.fast_eq(normalize(g), normalize(p))
             assert fast is not None, (g, p)
             assert fast == _slow_eq(g, p), (g, p)
             assert fast == _slow_eq(g, p, mv=False), (g, p)
@@ -158,7 +159,7 @@ def test_fast_shapes_never_call_worker(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("slow path taken")
 
     G.clear_caches()
-    monkeypatch.setattr(G, "_slow", boom)
+    monkeypatch.setattr(pool, "slow", boom)
     for a in FAST:
         assert outcome_key(a) not in G.SENTINEL_KEYS, a
         r = grade(f"so $\\boxed{{{a}}}$", a)
@@ -188,7 +189,7 @@ def test_random_closed_forms_agree(c1: Fraction, m: int, c2: Fraction | None, k:
     if c2 is not None and k != 0:
         term = _latex(c2, "\\pi" if k == 1 else f"\\pi^{{{k}}}")
         s = s + ("" if term.startswith("-") else "+") + term
-    fast = G._fast_key(normalize(s))
+    fast = fastpath.fast_key(normalize(s))
     assert fast is not None, s
     assert fast == _slow_key(s), s
 
@@ -207,7 +208,7 @@ def test_random_structures_agree(ints: list[int], m: int, kind: str) -> None:
         return
     if any(len(e) == 3 and e.isdigit() for e in elems[1:]):
         return
-    fast = G._fast_key(normalize(s))
+    fast = fastpath.fast_key(normalize(s))
     assert fast is not None, s
     assert fast == _slow_key(s), s
 
@@ -262,7 +263,7 @@ def test_grade_many_bounded_on_hostile_batch() -> None:
 
 def test_pool_spreads_concurrent_calls() -> None:
     G.clear_caches()
-    before = [w.calls for w in G._WORKER.workers]
+    before = [w.calls for w in pool.POOL.workers]
     results: list[bool] = []
 
     def work(i: int) -> None:
@@ -275,4 +276,4 @@ def test_pool_spreads_concurrent_calls() -> None:
         t.join()
     assert len(results) == 4
     if G.WORKERS > 1:
-        assert sum(w.calls > b for w, b in zip(G._WORKER.workers, before)) > 1
+        assert sum(w.calls > b for w, b in zip(pool.POOL.workers, before)) > 1

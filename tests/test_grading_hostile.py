@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from obe import grading as G
-from obe.grading import SENTINEL_KEYS, GradeResult, grade, outcome_key, verify
+from obe.grading import SENTINEL_KEYS, GradeResult, grade, outcome_key, pool, verify
 
 TIMEOUT = 1.0
 MARGIN = 8.0  # worker kill + generous scheduling slack; a grade() may use two timeouts
@@ -71,7 +71,7 @@ def _worker_cpu_s() -> float:
     """CPU seconds (user + system) used so far by the live grading workers (from /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    for w in G._WORKER.workers:
+    for w in pool.POOL.workers:
         if w._proc is not None and w._proc.poll() is None:
             fields = Path(f"/proc/{w._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / tick

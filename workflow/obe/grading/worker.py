@@ -1,7 +1,7 @@
 """The grading worker: Math-Verify 0.9.0 and sympy in a subprocess of :mod:`obe.grading`.
 
-``python -c "from obe.grading.worker import main; main()"`` serves JSON-line requests on stdin,
-one response line each:
+``python -m obe.grading.worker`` (the pool starts it as ``python -c "from obe.grading.worker
+import main; main()"``) serves JSON-line requests on stdin, one response line each:
 
   * ``{"op": "eq", "g", "p", "key", "gkey"}`` -> ``{"eq", "key"?, "gkey"?}``: whether normalized
     answers g and p are equivalent; "key"/"gkey" also ask for the key of p / of g (if equal);
@@ -78,8 +78,10 @@ def main() -> None:  # pragma: no cover - runs in the subprocess
     from math_verify import verify as mv_verify
     from math_verify.parser import extract_expr, extract_latex, get_extraction_regexes, parse_latex_cached
 
-    from obe.grading.fastmath import DECIMAL_PLACES, approx_key, fast_value, parse_poly
-    from obe.grading import normalize as obe_normalize
+    from obe.grading.fastmath import fast_value
+    from obe.grading.normalization import normalize as obe_normalize
+    from obe.grading.numeric import DECIMAL_PLACES, approx_key
+    from obe.grading.polynomials import parse_poly
 
     latex_only = [LatexExtractionConfig(boxed_match_priority=0)]
     # Math-Verify's extraction patterns (boxes at the top priority, as its own test suite uses them)
@@ -213,7 +215,7 @@ def main() -> None:  # pragma: no cover - runs in the subprocess
             return equation_key(e)
         if isinstance(e, sympy.Expr):
             if isinstance(e, sympy.Float):  # only answers with a 6+ place decimal keep floats
-                return approx_key(Fraction(str(e)))  # as obe.grading.fastmath keys a lone long decimal
+                return approx_key(Fraction(str(e)))  # as obe.grading.numeric keys a lone long decimal
             if closed_number(e):
                 v = e.doit()
                 if v.is_Rational:
