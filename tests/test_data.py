@@ -14,10 +14,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from obe import data
-from obe.data import (SOURCES, STANDARD, Problem, Where, convert_aime24, convert_aime25,
-                      convert_amc23, convert_gsm8k, convert_math, convert_math500,
-                      convert_minerva_math, convert_olympiadbench, convert_record, gsm8k_final,
-                      load_files, main, normalize_problem, number_text, take)
+from obe.data import STANDARD, load_files, main, take
+from obe.tasks.math_datasets import (SOURCES, Problem, Where, convert_aime24, convert_aime25,
+                                     convert_amc23, convert_gsm8k, convert_math, convert_math500,
+                                     convert_minerva_math, convert_olympiadbench, convert_record,
+                                     gsm8k_final, normalize_problem, number_text)
 from obe.core.records import Record, read_jsonl
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -1,10 +1,11 @@
-"""Dataset loading and preparation: every math set becomes JSONL of ``obe.core.records.Record``.
+"""The data stage: read dataset files, convert them to ``obe.core.records.Record`` JSONL, write a manifest.
 
-Why one module: training and every evaluation must see the same problem text and the same gold
-answer, so each source's quirks (MATH's last ``\\boxed{}``, GSM8K's ``####``, AMC's float answers,
-OlympiadBench's ``$``-wrapped lists) are handled exactly once, here, by a small pure converter
-``(raw row, Where) -> Record | Problem``. Bad rows are never silent: each is reported by file and
-line, ``--strict`` fails on them, the default drops them and lists them in the manifest.
+Each source's row converter (and the gold-answer parsing behind it) lives in
+``obe.tasks.math_datasets``; this module does what surrounds it: reading local JSONL files line
+by line (or a hub dataset), MATH's ``*_paths.txt`` ids, removing excluded problems (MATH-500 from
+MATH train), the manifest of inputs, hashes and counts, and the CLI. Bad rows are never silent:
+each is reported by file and line, ``--strict`` fails on them, the default drops them and lists
+them in the manifest.
 
 CLI (``python -m obe.data --help``)::
 
@@ -21,226 +22,14 @@ import argparse
 import hashlib
 import json
 import random
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-from obe.grading.latex import last_boxed
 from obe.core.records import Record, write_jsonl
 from obe.core.tracking import add_wandb_args, log_stage_summary
-
-
-@dataclass(frozen=True)
-class Where:
-    """Where a raw row came from: ``file`` (path or hub name) and 1-based ``line`` for messages,
-    ``tag`` (e.g. ``math/train``) for ids derived from file and line."""
-
-    file: str
-    line: int
-    tag: str
-
-    def problem(self, reason: str) -> "Problem":
-        return Problem(self.file, self.line, reason)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """A bad row, named so that a person can open the file at that line."""
-
-    file: str
-    line: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.file} line {self.line}: {self.reason}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "line": self.line, "reason": self.reason}
-
-
-Converter = Callable[[dict[str, Any], Where], "Record | Problem"]
-
-# ----------------------------------------------------------------------------- answer parsing
-
-_BRACELESS_BOX_RE = re.compile(r"\\boxed\s+([^\s{}$\\])")
-_UNESCAPED_DOLLAR_RE = re.compile(r"(?<!\\)\$")
-
-
-def boxed_answer(solution: str) -> str | None:
-    """Last ``\\boxed{}`` content; falls back to TeX's brace-less ``\\boxed 2`` (two MATH train
-    solutions use it), whose argument is the single next character."""
-    boxed = last_boxed(solution)
-    if boxed is not None:
-        return boxed
-    found = _BRACELESS_BOX_RE.findall(solution)
-    return found[-1] if found else None
-
-
-def gsm8k_final(solution: str) -> str | None:
-    """Text after the last ``####`` with thousands commas removed (``3,890`` -> ``3890``)."""
-    if "####" not in solution:
-        return None
-    return solution.rsplit("####", 1)[1].strip().replace(",", "")
-
-
-def number_text(value: Any) -> str | None:
-    """A JSON number or string as answer text; integer-valued floats lose ``.0`` (AMC ``27.0``)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else repr(value)
-    if isinstance(value, (int, str)):
-        return str(value)
-    return None
-
-
-def strip_dollars(text: str) -> str:
-    """Drop unescaped ``$`` math delimiters (``$69$,$84$`` -> ``69,84``); ``\\$`` is kept."""
-    return _UNESCAPED_DOLLAR_RE.sub("", text).strip()
-
-
-def normalize_problem(text: str) -> str:
-    """Whitespace-collapsed, lowercased text: the key for overlap checks between splits."""
-    return " ".join(text.split()).lower()
-
-
-# ----------------------------------------------------------------------------- converters
-
-
-def _build(
-    source: str,
-    row: dict[str, Any],
-    where: Where,
-    *,
-    problem_key: str,
-    answer: str | None,
-    answer_missing: str,
-    id_key: str | None = None,
-    level: str | None = None,
-    subject_key: str | None = None,
-) -> Record | Problem:
-    """Validate the common fields and assemble a Record; the first failing check is the reason."""
-    problem = row.get(problem_key)
-    if problem is None:
-        return where.problem(f"missing problem field '{problem_key}'")
-    if not isinstance(problem, str):
-        return where.problem(f"problem field '{problem_key}' is {type(problem).__name__}, not str")
-    if not problem.strip():
-        return where.problem("empty problem")
-    if answer is None:
-        return where.problem(answer_missing)
-    if not answer.strip():
-        return where.problem("empty answer")
-    own_id = row.get(id_key) if id_key else None
-    rid = f"{source}:{own_id}" if own_id is not None else f"{where.tag}:{where.line}"
-    subject = row.get(subject_key) if subject_key else None
-    return Record(
-        id=rid,
-        problem=problem.strip(),
-        answer=answer.strip(),
-        source=source,
-        level=level,
-        subject=subject if isinstance(subject, str) else None,
-    )
-
-
-def _str_field(row: dict[str, Any], key: str) -> str | None:
-    value = row.get(key)
-    return value if isinstance(value, str) else None
-
-
-def convert_math(row: dict[str, Any], where: Where) -> Record | Problem:
-    """MATH: gold is the last box of ``solution``; id is the ``unique_id`` from ``*_paths.txt``."""
-    solution = _str_field(row, "solution")
-    answer = boxed_answer(solution) if solution is not None else None
-    why = "missing 'solution'" if solution is None else "no \\boxed{} answer in 'solution'"
-    level = row.get("level")
-    return _build("math", row, where, problem_key="problem", answer=answer, answer_missing=why,
-                  id_key="unique_id", level=str(level) if level is not None else None,
-                  subject_key="type")
-
-
-def convert_math500(row: dict[str, Any], where: Where) -> Record | Problem:
-    """MATH-500: explicit ``answer``; int level 3 becomes ``Level 3`` as in MATH."""
-    level = row.get("level")
-    level_text = f"Level {level}" if isinstance(level, int) else (str(level) if level else None)
-    return _build("math500", row, where, problem_key="problem", answer=_str_field(row, "answer"),
-                  answer_missing="missing or non-string 'answer'", id_key="unique_id",
-                  level=level_text, subject_key="subject")
-
-
-def convert_gsm8k(row: dict[str, Any], where: Where) -> Record | Problem:
-    """GSM8K: prompt in ``question``; gold after ``####``; no own id, so ``gsm8k/train:812``."""
-    solution = _str_field(row, "answer")
-    answer = gsm8k_final(solution) if solution is not None else None
-    why = "missing or non-string 'answer'" if solution is None else "no '####' final answer"
-    return _build("gsm8k", row, where, problem_key="question", answer=answer, answer_missing=why)
-
-
-def _numeric_answer_converter(source: str, id_key: str) -> Converter:
-    """AIME/AMC rows share a shape: ``problem``, an own id, and a number-like ``answer``."""
-
-    def convert(row: dict[str, Any], where: Where) -> Record | Problem:
-        return _build(source, row, where, problem_key="problem",
-                      answer=number_text(row.get("answer")),
-                      answer_missing="missing or non-numeric 'answer'", id_key=id_key)
-
-    convert.__name__ = f"convert_{source}"
-    convert.__doc__ = f"{source}: ``problem``, gold ``answer`` as text, id from ``{id_key}``."
-    return convert
-
-
-convert_aime24 = _numeric_answer_converter("aime24", "id")
-convert_aime25 = _numeric_answer_converter("aime25", "problem_idx")
-convert_amc23 = _numeric_answer_converter("amc23", "id")
-
-
-def convert_minerva_math(row: dict[str, Any], where: Where) -> Record | Problem:
-    """Minerva Math: gold is the last box of ``solution``; the course name is the subject."""
-    solution = _str_field(row, "solution")
-    answer = boxed_answer(solution) if solution is not None else None
-    why = "missing 'solution'" if solution is None else "no \\boxed{} answer in 'solution'"
-    return _build("minerva_math", row, where, problem_key="problem", answer=answer,
-                  answer_missing=why, id_key="idx", subject_key="type")
-
-
-def convert_olympiadbench(row: dict[str, Any], where: Where) -> Record | Problem:
-    """OlympiadBench: prompt in ``question``; gold is a one-element list, ``$`` stripped."""
-    final = row.get("final_answer")
-    if isinstance(final, list) and len(final) != 1:
-        return where.problem(f"expected a one-element 'final_answer' list, got {len(final)}")
-    answer = strip_dollars(final[0]) if isinstance(final, list) and isinstance(final[0], str) else None
-    return _build("olympiadbench", row, where, problem_key="question", answer=answer,
-                  answer_missing="missing or non-string 'final_answer' element", id_key="id",
-                  subject_key="subfield")
-
-
-def convert_record(row: dict[str, Any], where: Where) -> Record | Problem:
-    """Rows already in Record form (synthetic tasks, or a prepared file read back): id kept."""
-    try:
-        record = Record.from_dict(row)
-    except (TypeError, ValueError) as err:
-        return where.problem(f"not a record: {err}")
-    for name in ("id", "problem", "answer"):
-        value = getattr(record, name)
-        if not isinstance(value, str) or not value.strip():
-            return where.problem(f"empty or non-string {name}")
-    return record
-
-
-SOURCES: dict[str, Converter] = {
-    "math": convert_math,
-    "math500": convert_math500,
-    "gsm8k": convert_gsm8k,
-    "aime24": convert_aime24,
-    "aime25": convert_aime25,
-    "amc23": convert_amc23,
-    "minerva_math": convert_minerva_math,
-    "olympiadbench": convert_olympiadbench,
-    "synthetic": convert_record,
-}
+from obe.tasks.math_datasets import SOURCES, Problem, Where, normalize_problem
 
 # (source, split) -> (input files, files whose problems are removed), relative to a data folder.
 # MATH train for RL is the PRM800K 12k split: all of MATH minus the 500 MATH-500 problems.
@@ -590,7 +379,7 @@ def prepare_one(args: argparse.Namespace) -> int:
         prep = load_files(args.source, paths, exclude)
     if not _report(prep, args.strict):
         return 1
-    manifest_path = args.manifest or args.out.with_name(args.out.name.removesuffix(".jsonl") + ".manifest.json")
+    manifest_path = manifest_path_of(args)
     manifest = write_outputs(prep, args.out, manifest_path, meta, limit, args.seed)
     c = manifest["counts"]
     print(f"{args.source}/{args.split}: read {c['read']}, excluded {c['excluded']}, dropped {c['dropped']}, "
@@ -619,9 +408,13 @@ def prepare_all(data_dir: Path, out_dir: Path, strict: bool) -> int:
     return status
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def manifest_path_of(args: argparse.Namespace) -> Path:
+    """``--manifest``, or ``--out`` with ``.jsonl`` replaced by ``.manifest.json``."""
+    return args.manifest or args.out.with_name(args.out.name.removesuffix(".jsonl") + ".manifest.json")
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit through ``parser.error`` on a combination of flags that cannot run."""
     if args.all is not None and args.out_dir is None:
         parser.error("--all needs --out-dir")
     if args.all is None and (args.source is None or args.out is None):
@@ -633,17 +426,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("give --path FILE..., --data-dir DIR, or --hub NAME")
     if args.data_dir is not None and (args.source, args.split) not in STANDARD:
         parser.error(f"--data-dir knows no split {args.split!r} of {args.source!r}")
+
+
+def _log_summary(args: argparse.Namespace) -> None:
+    """The written manifest's counts as the run summary of the tracker (W&B when enabled)."""
+    manifest_file = manifest_path_of(args)
+    if manifest_file.exists():
+        manifest = json.loads(manifest_file.read_text())
+        log_stage_summary(args, stage="prepare_data", name=Path(args.out).stem,
+                          config={k: str(v) for k, v in vars(args).items()}, summary=manifest.get("counts", {}))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
     try:
         status = prepare_all(args.all, args.out_dir, args.strict) if args.all else prepare_one(args)
     except (OSError, ValueError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if status == 0 and args.all is None:
-        manifest_file = args.manifest or Path(str(args.out).removesuffix(".jsonl") + ".manifest.json")
-        if Path(manifest_file).exists():
-            manifest = json.loads(Path(manifest_file).read_text())
-            log_stage_summary(args, stage="prepare_data", name=Path(args.out).stem,
-                              config={k: str(v) for k, v in vars(args).items()}, summary=manifest.get("counts", {}))
+        _log_summary(args)
     return status
 
 
