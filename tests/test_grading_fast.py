@@ -1,7 +1,7 @@
-"""The closed-form fast path (obe.grading.fastmath) agrees with the Math-Verify slow path.
+"""The closed-form fast path (obe.grading.fastpath, fastmath) agrees with the Math-Verify slow path.
 
 For every fast-path shape: the fast key equals the key the worker gives the same string
-(forced through ``_slow``), verdicts between fast answers equal the worker's verdicts, and the
+(forced through ``pool.POOL``), verdicts between fast answers equal the worker's verdicts, and the
 fast path never calls the worker. Plus ``grade_many`` == ``[grade(...)]`` and the worker pool.
 """
 

@@ -281,9 +281,9 @@ class _Parser(TokenStream):
         raise Bail
 
 
-
-
+# ----------------------------------------------------------------------------- value and key
 def to_decimal(v: Num, prec: int = 60) -> Decimal:
+    """The value of ``v`` to ``prec`` digits (:class:`Bail` when cancellation leaves < 30 exact)."""
     with localcontext() as ctx:
         ctx.prec = prec
         total, biggest = Decimal(0), Decimal(0)
@@ -301,6 +301,7 @@ def to_decimal(v: Num, prec: int = 60) -> Decimal:
 
 
 def num_key(c: tuple[tuple[tuple[int, int], Fraction], ...]) -> str:
+    """The worker's key of a canonical number (``sorted(num.items())``) or an infinity."""
     if c == INF:
         return "~inf"
     if c == NEG_INF:
@@ -313,4 +314,3 @@ def num_key(c: tuple[tuple[tuple[int, int], Fraction], ...]) -> str:
     if not 1e-300 < abs(f) < 1e300:
         raise Bail
     return "~" + format(f, ".12g")
-

@@ -204,7 +204,6 @@ def _set_of(parts: list[str]) -> Any:
     return ("set", frozenset(vals))
 
 
-
 def value_key(v: Any) -> str | None:
     """The worker's key for value ``v`` (from :func:`fast_value`), or None if not renderable."""
     try:
@@ -225,4 +224,3 @@ def value_key(v: Any) -> str | None:
         return lo + num_key(a) + "," + num_key(b) + hi
     except (Bail, ArithmeticError, ValueError, OverflowError):
         return None
-

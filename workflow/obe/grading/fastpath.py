@@ -122,4 +122,3 @@ def fast_eq(g: str, p: str) -> bool | None:
     if gs != ps and ((gv is not None and gv[0] in _NUMS) or (pv is not None and pv[0] in _NUMS)):
         return False  # a number never equals a set, tuple, interval or matrix
     return None
-

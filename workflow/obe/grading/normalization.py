@@ -158,4 +158,3 @@ def normalize(answer: str, *, keep_assignment: bool = False) -> str:
     if not keep_assignment and _ASSIGN_RE.match(s):
         s = s[2:]
     return s
-

@@ -128,7 +128,6 @@ def exact_number(s: str) -> Fraction | None:
     return value if pos == len(toks) else None
 
 
-
 # Math-Verify's precision convention: when either side is a decimal, both are rounded to
 # ``DECIMAL_PLACES`` places and compared (``0.0833333333333333`` == ``\frac{1}{12}``,
 # ``4.123105625617661`` == ``\sqrt{17}``, ``0.333`` != ``\frac13``). obe applies it to decimals

@@ -160,4 +160,3 @@ def parse_poly(s: str) -> Poly | None:
     except (Bail, ValueError, ZeroDivisionError, OverflowError, RecursionError):
         return None
     return v if any(m for m in v) else None
-
