@@ -48,12 +48,13 @@ A plan fits when trainer peak x (1 + :data:`FRAGMENTATION`) + colocated vLLM sha
 :data:`RUNTIME_OVERHEAD` <= the GPU's nominal memory (an "80 GB" card has at least 80 x 10^9
 bytes). Not measured on a GPU here: FRAGMENTATION, RUNTIME_OVERHEAD, the vLLM estimates and the
 GPU kernels' saved tensors are assumptions, stated as such in docs/scale.md.
+
+This module computes; ``obe.scale_tables`` formats its numbers as the tables of docs/scale.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -313,6 +314,18 @@ def plan_from_config(cfg: Mapping[str, Any], name: str = "config.yaml") -> Plan:
         sampling_utilization=sa.get("gpu_memory_utilization", 0.9), tensor_parallel=sa.get("tensor_parallel_size", 1))
 
 
+def load_plan(preset: Optional[str] = None) -> Plan:
+    """The plan of ``preset`` merged over config.yaml (as Snakemake merges --configfile), or of
+    config.yaml alone."""
+    from obe.core.config import load_config
+
+    paths = [str(REPO_ROOT / "config.yaml")]
+    if preset:  # relative to the working directory, else to the repository (as PRESETS are)
+        path = Path(preset)
+        paths.append(str(path if path.is_file() or path.is_absolute() else REPO_ROOT / path))
+    return plan_from_config(load_config(*paths), name=preset or "config.yaml")
+
+
 @dataclass(frozen=True)
 class Breakdown:
     """Bytes per GPU of one training job (see :func:`training_memory`)."""
@@ -392,113 +405,7 @@ def sampling_memory(plan: Plan) -> Optional[dict[str, float]]:
                        max_num_seqs=1024 if big else 256)
 
 
-# --------------------------------------------------------------------------- tables
-
-
-def load_plan(preset: Optional[str] = None) -> Plan:
-    """The plan of ``preset`` merged over config.yaml (as Snakemake merges --configfile), or of
-    config.yaml alone."""
-    from obe.core.config import load_config
-
-    paths = [str(REPO_ROOT / "config.yaml")]
-    if preset:  # relative to the working directory, else to the repository (as PRESETS are)
-        path = Path(preset)
-        paths.append(str(path if path.is_file() or path.is_absolute() else REPO_ROOT / path))
-    return plan_from_config(load_config(*paths), name=preset or "config.yaml")
-
-
-def _gb(x: float) -> str:
-    """GB with two decimals (one from 10 GB); below 10 MB in MB, so the CPU default shows."""
-    if 0 < x < 0.01 * GB:
-        return f"{x / 1e6:.2f} MB"
-    return f"{x / GB:.2f}" if x < 10 * GB else f"{x / GB:.1f}"
-
-
-def _hardware(plan: Plan) -> str:
-    if not plan.gpu:
-        return "CPU (host memory)"
-    shard = {"none": "", "zero3": ", ZeRO-3", "fsdp": ", FSDP"}[plan.sharding]
-    return f"{plan.gpus} x {plan.gpu}{shard}"
-
-
-def arch_table() -> str:
-    rows = ["| model | hidden | layers | heads | kv heads | head dim | MLP | vocab | tied | context | "
-            "parameters (formula) | published | source |", "|" + "---|" * 13]
-    archs = dict(ARCHS, **{"embedded (default)": embedded_arch("default")})
-    for name, a in archs.items():
-        src = f"[config.json]({a.source})" if a.source.startswith("http") else f"`{a.source}`"
-        rows.append(f"| {name} | {a.hidden} | {a.layers} | {a.heads} | {a.kv_heads} | {a.head_dim} | {a.intermediate} | "
-                    f"{a.vocab} | {'yes' if a.tied else 'no'} | {a.max_positions} | {param_count(a):,} | "
-                    f"{a.published or '-'} | {src} |")
-    return "\n".join(rows)
-
-
-def settings_table(plans: Sequence[Plan]) -> str:
-    rows = ["| preset | model | GPUs of a training job | dtype / master weights | T (prompt + completion) | "
-            "sequences per GPU per step | micro_batch | rollouts | gradient checkpointing |", "|" + "---|" * 9]
-    for p in plans:
-        roll = (f"vLLM colocate, {p.colocate:.0%} of each GPU" if p.colocate
-                else f"HF generate, rollout_batch {p.rollout_batch}")
-        rows.append(f"| {p.name} | {p.model} | {_hardware(p)} | {p.dtype} / {p.master_weights} | "
-                    f"{p.seq_len - p.completion_tokens} + {p.completion_tokens} | {p.sequences_per_gpu} | "
-                    f"{p.micro_batch} | {roll} | {'yes' if p.gradient_checkpointing else 'no'} |")
-    return "\n".join(rows)
-
-
-def training_table(plans: Sequence[Plan]) -> str:
-    rows = ["| preset | weights | gradients | optimizer | activations / micro-batch | logits / micro-batch | "
-            "other (update) | KV cache (rollouts) | rollout peak | trainer peak | vLLM share | total | GPU | fits |",
-            "|" + "---|" * 14]
-    for p in plans:
-        b = training_memory(p)
-        if b.vllm_sequences is not None:
-            kv, roll = f"{_gb(b.kv_cache)} in vLLM ({b.vllm_sequences} x {p.seq_len} tokens)", "in vLLM share"
-        else:
-            kv, roll = _gb(b.kv_cache), _gb(b.rollout)
-        fits = "n/a (CPU)" if b.fits is None else ("**yes**" if b.fits else "**NO**")
-        w = _gb(b.weights) + (f" + {_gb(b.reference)} reference" if b.reference else "")
-        rows.append(f"| {p.name} | {w} | {_gb(b.gradients)} | {_gb(b.optimizer)} | {_gb(b.activations)} | "
-                    f"{_gb(b.logits)} | {_gb(b.update_other)} | {kv} | {roll} | {_gb(b.trainer_peak)} | "
-                    f"{_gb(b.vllm_share) if b.vllm_share else '-'} | {_gb(b.total)} | {_gb(b.capacity) if b.capacity else '-'} | {fits} |")
-    return "\n".join(rows)
-
-
-def sampling_table(plans: Sequence[Plan]) -> str:
-    rows = ["| preset | GPUs of a sampling job | vLLM share | weights | forward + sampler + graphs | KV cache | "
-            "full-length sequences in the KV cache | fits |", "|" + "---|" * 8]
-    for p in plans:
-        v = sampling_memory(p)
-        if v is None:
-            rows.append(f"| {p.name} | {_hardware(p)} | - | - | - | - | - | n/a ({p.sampling_backend} backend) |")
-            continue
-        rows.append(f"| {p.name} | {p.tensor_parallel} x {p.gpu} | {_gb(v['share'])} ({p.sampling_utilization:.0%}) | "
-                    f"{_gb(v['weights'])} | {_gb(v['working'])} | {_gb(v['kv_cache'])} | {v['sequences']} x {p.seq_len} | "
-                    f"{'**yes**' if v['fits'] else '**NO**'} |")
-    return "\n".join(rows)
-
-
-BEGIN, END = "<!-- BEGIN generated by python -m obe.scale --markdown -->", "<!-- END generated -->"
-
-
-def render_tables(plans: Optional[Sequence[Plan]] = None) -> str:
-    """The generated part of docs/scale.md."""
-    plans = plans or [load_plan(p) for p in PRESETS] + [load_plan(None)]
-    return "\n\n".join([
-        BEGIN,
-        "### Architectures\n\n" + arch_table(),
-        "### Settings\n\n" + settings_table(plans),
-        "### Training job: memory per GPU (GB = 10^9 bytes)\n\n" + training_table(plans),
-        "### Sampling and evaluation job (vLLM): memory per GPU\n\n" + sampling_table(plans),
-        END,
-    ])
-
-
-def update_doc(text: str, tables: str) -> str:
-    """``text`` with the part between the BEGIN and END markers replaced by ``tables``."""
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    if not pattern.search(text):
-        raise ValueError(f"docs/scale.md has no {BEGIN!r} ... {END!r} block")
-    return pattern.sub(lambda _: tables, text)
+# --------------------------------------------------------------------------- CLI
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -507,6 +414,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="a preset merged over config.yaml (repeatable); none: the embedded default")
     ap.add_argument("--markdown", action="store_true", help=f"rewrite the generated tables in {DOC_PATH.relative_to(REPO_ROOT)}")
     args = ap.parse_args(argv)
+    # Imported here: obe.scale_tables imports this module's formulas.
+    from obe.scale_tables import render_tables, sampling_table, settings_table, training_table, update_doc
+
     if args.markdown:
         DOC_PATH.write_text(update_doc(DOC_PATH.read_text(encoding="utf-8"), render_tables()), encoding="utf-8")
         print(f"wrote {DOC_PATH}")
