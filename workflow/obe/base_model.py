@@ -386,25 +386,31 @@ def build(
         "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     if eval_questions > 0 and eval_samples > 0:
-        test = synthetic.make_split("test", eval_questions, seed=seed, difficulty=difficulty)
-        t1 = time.time()
-        comps = sample_completions(
-            model, tokenizer, [r.problem for r in test], eval_samples, max_new_tokens=max_new, seed=seed
-        )
-        report["eval"] = score_completions(comps, [r.answer for r in test])
-        report["eval"]["seconds"] = round(time.time() - t1, 2)
-        report["eval"]["student_reference"] = synthetic.demo_stats(test, k=eval_samples)
-        report["eval"]["examples"] = [
-            {"problem": r.problem, "answer": r.answer, "samples": c[:4]} for r, c in zip(test[:3], comps[:3])
-        ]
+        report["eval"] = evaluate_base(model, tokenizer, eval_questions, eval_samples, seed, difficulty, max_new)
     (out / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    # Busy-waiting OpenMP threads make torch 10x+ slower on shared cores; only effective if
-    # torch is not imported yet (true for ``python -m obe.base_model``).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+def evaluate_base(model, tokenizer, questions: int, samples: int, seed: int, difficulty: int, max_new: int) -> dict:
+    """Scores of ``samples`` completions on ``questions`` held-out synthetic test questions, the
+    student's exact scores on them for reference, and three examples."""
+    from obe.tasks import synthetic
+
+    test = synthetic.make_split("test", questions, seed=seed, difficulty=difficulty)
+    t1 = time.time()
+    comps = sample_completions(
+        model, tokenizer, [r.problem for r in test], samples, max_new_tokens=max_new, seed=seed
+    )
+    scores = score_completions(comps, [r.answer for r in test])
+    scores["seconds"] = round(time.time() - t1, 2)
+    scores["student_reference"] = synthetic.demo_stats(test, k=samples)
+    scores["examples"] = [
+        {"problem": r.problem, "answer": r.answer, "samples": c[:4]} for r, c in zip(test[:3], comps[:3])
+    ]
+    return scores
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m obe.base_model",
         description="Build and pre-train the embedded tiny base model on the synthetic task.",
@@ -424,7 +430,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="samples per eval question (default: 32; smoke: 4)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast for training")
     add_wandb_args(ap)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # Busy-waiting OpenMP threads make torch 10x+ slower on shared cores; only effective if
+    # torch is not imported yet (true for ``python -m obe.base_model``).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    args = build_parser().parse_args(argv)
     smoke = args.size == "smoke"
     if args.eval_questions is None:
         args.eval_questions = 8 if smoke else 128

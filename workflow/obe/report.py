@@ -260,7 +260,6 @@ def build_report(analysis_dir: str | Path, bandits_dir: str | Path | None = None
     if not apath.exists():
         raise FileNotFoundError(f"{apath}: not found (run obe.analysis first)")
     a = json.loads(apath.read_text())
-    meta = a.get("meta", {})
     parts: dict[str, list[str]] = {key: [] for key, _ in SECTIONS}
     missing: list[str] = []
 
@@ -269,8 +268,24 @@ def build_report(analysis_dir: str | Path, bandits_dir: str | Path | None = None
     figs_guide = [f"<li><b>{_esc(f['title'])}</b>: {_esc(f.get('guide', ''))}</li>" for f in a.get("figures", [])]
     if figs_guide:
         parts["guide"].append("<p>What to look for in each figure:</p><ul>" + "".join(figs_guide) + "</ul>")
+    _add_figures(parts, missing, adir, a.get("figures", []))
+    _add_tables(parts, missing, adir, a.get("tables", []))
+    parts["bandits"].extend(bandits_section(bandits_dir))
+    parts["definitions"].extend(definitions_section(a, missing))
+    for key, _ in SECTIONS:
+        if not parts[key]:
+            parts[key].append("<p class='note'>No inputs for this section.</p>")
 
-    for f in a.get("figures", []):
+    head = _report_head(title, a.get("meta", {}), adir, manifests, stale)
+    nav = "<nav>" + "".join(f"<a href='#{k}'>{_esc(t)}</a>" for k, t in SECTIONS) + "</nav>"
+    body = "".join(f"<section id='{k}'><h2>{_esc(t)}</h2>{''.join(parts[k])}</section>" for k, t in SECTIONS)
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_esc(title)}</title>"
+            f"<style>{CSS}</style></head><body>{head}{nav}{body}</body></html>\n")
+
+
+def _add_figures(parts: dict[str, list[str]], missing: list[str], adir: Path, figures: list[dict]) -> None:
+    """Each figure of analysis.json, embedded in its section; absent files go to ``missing``."""
+    for f in figures:
         path = adir / f["file"]
         if not path.exists():
             missing.append(f["file"])
@@ -279,7 +294,10 @@ def build_report(analysis_dir: str | Path, bandits_dir: str | Path | None = None
             f"<figure><h3>{_esc(f['title'])}</h3>{_img(path)}<figcaption>{_esc(f.get('caption', ''))}"
             f"<div class='guide'><b>How to read it.</b> {_esc(f.get('guide', ''))}</div></figcaption></figure>")
 
-    for t in a.get("tables", []):
+
+def _add_tables(parts: dict[str, list[str]], missing: list[str], adir: Path, tables: list[dict]) -> None:
+    """Each table of analysis.json read from its TSV into its section (claims with verdict counts)."""
+    for t in tables:
         sec = _section_of_table(t["name"])
         tsv = adir / t.get("tsv", f"{t['name']}.tsv")
         if not tsv.exists():
@@ -294,34 +312,44 @@ def build_report(analysis_dir: str | Path, bandits_dir: str | Path | None = None
             block.insert(1, "<p class='meta'>" + ", ".join(f"{v} {k}" for k, v in counts.items() if v) + "</p>")
         parts[sec].extend(block)
 
-    if bandits_dir:
-        bdir = Path(bandits_dir)
-        png, md = bdir / "regret.png", bdir / "regret.md"
-        parts["bandits"].append("<p>Simulation of the exploration bonuses in a multi-armed bandit (obe.bandits): "
-                                "cumulative regret against time; lower is better.</p>")
-        if png.exists():
-            parts["bandits"].append(f"<figure>{_img(png)}<figcaption>regret.png<div class='guide'><b>How to read "
-                                    "it.</b> Each curve is one bonus; a curve that flattens has stopped paying for "
-                                    "exploration; a straight rising line never settles on the best arm."
-                                    "</div></figcaption></figure>")
-        if md.exists():
-            parts["bandits"].append(markdown_to_html(md.read_text(encoding="utf-8")))
-        if not png.exists() and not md.exists():
-            parts["bandits"].append(f"<p class='note'>{_esc(bdir)} holds neither regret.png nor regret.md.</p>")
-    else:
-        parts["bandits"].append("<p class='note'>Not included (no --bandits-dir given).</p>")
 
+def bandits_section(bandits_dir: str | Path | None) -> list[str]:
+    """The bandit simulation's regret figure and table (obe.bandits), or a note why there is none."""
+    if not bandits_dir:
+        return ["<p class='note'>Not included (no --bandits-dir given).</p>"]
+    bdir = Path(bandits_dir)
+    png, md = bdir / "regret.png", bdir / "regret.md"
+    out = ["<p>Simulation of the exploration bonuses in a multi-armed bandit (obe.bandits): "
+           "cumulative regret against time; lower is better.</p>"]
+    if png.exists():
+        out.append(f"<figure>{_img(png)}<figcaption>regret.png<div class='guide'><b>How to read "
+                   "it.</b> Each curve is one bonus; a curve that flattens has stopped paying for "
+                   "exploration; a straight rising line never settles on the best arm."
+                   "</div></figcaption></figure>")
+    if md.exists():
+        out.append(markdown_to_html(md.read_text(encoding="utf-8")))
+    if not png.exists() and not md.exists():
+        out.append(f"<p class='note'>{_esc(bdir)} holds neither regret.png nor regret.md.</p>")
+    return out
+
+
+def definitions_section(a: dict[str, Any], missing: list[str]) -> list[str]:
+    """The analysis' metric definitions and its notes, plus a note per missing file."""
+    out = []
     defs = a.get("definitions", {})
     if defs:
-        parts["definitions"].append("<dl>" + "".join(f"<dt><b>{_esc(k)}</b></dt><dd>{_esc(v)}</dd>"
-                                                      for k, v in defs.items()) + "</dl>")
+        out.append("<dl>" + "".join(f"<dt><b>{_esc(k)}</b></dt><dd>{_esc(v)}</dd>"
+                                    for k, v in defs.items()) + "</dl>")
     notes = list(a.get("notes", [])) + [f"missing file in the analysis folder: {m}" for m in missing]
-    parts["definitions"].append("<h3>Notes</h3>" + ("<ul>" + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>"
-                                                    if notes else "<p>None.</p>"))
-    for key, _ in SECTIONS:
-        if not parts[key]:
-            parts[key].append("<p class='note'>No inputs for this section.</p>")
+    out.append("<h3>Notes</h3>" + ("<ul>" + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>"
+                                   if notes else "<p>None.</p>"))
+    return out
 
+
+def _report_head(title: str, meta: dict[str, Any], adir: Path, manifests: Optional[dict[str, Path]],
+                 stale: Optional[list[str]]) -> str:
+    """Title, methods and seeds, interval level, generation time, and a warning line when data rows
+    were dropped or stale outputs exist."""
     seeds = meta.get("seeds", {})
     methods = ", ".join(f"{meta.get('labels', {}).get(m, m)} ({len(seeds.get(m, []))} seeds)"
                         for m in meta.get("methods", []))
@@ -330,17 +358,13 @@ def build_report(analysis_dir: str | Path, bandits_dir: str | Path | None = None
                   for p in (manifests or {}).values() if p.is_file())
     warn = [f"{dropped} data row(s) dropped"] if dropped else []
     warn += [f"{len(stale)} stale output(s) on disk"] if stale else []
-    head = (f"<h1>{_esc(title)}</h1><p class='meta'>Song, Kempe &amp; Munos, <i>Outcome-based Exploration for LLM "
+    return (f"<h1>{_esc(title)}</h1><p class='meta'>Song, Kempe &amp; Munos, <i>Outcome-based Exploration for LLM "
             f"Reasoning</i> (arXiv 2509.06941). Methods: {_esc(methods) or 'none'}"
             + (f"; not run: {_esc(', '.join(miss))}" if miss else "")
             + f". Intervals: {float(meta.get('level') or 0.95) * 100:g}% t-intervals over seeds. Generated "
             f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from {_esc(adir)}.</p>"
             + (f"<p class='guide'><b>Check:</b> {_esc('; '.join(warn))}; see <a href='#inputs'>Data and "
                "outputs</a>.</p>" if warn else ""))
-    nav = "<nav>" + "".join(f"<a href='#{k}'>{_esc(t)}</a>" for k, t in SECTIONS) + "</nav>"
-    body = "".join(f"<section id='{k}'><h2>{_esc(t)}</h2>{''.join(parts[k])}</section>" for k, t in SECTIONS)
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_esc(title)}</title>"
-            f"<style>{CSS}</style></head><body>{head}{nav}{body}</body></html>\n")
 
 
 def console_summary(results_dir: str | Path, datasets: Sequence[str], planned: Sequence[tuple[str, int, str]],

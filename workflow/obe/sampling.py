@@ -293,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    """Questions -> settings and meta -> backend -> n samples per question appended to OUT -> summary."""
     from obe.core.records import read_jsonl
 
     if args.threads is not None:
@@ -301,6 +302,31 @@ def _main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.n < 1:
         raise ValueError("--n must be >= 1")
+    cfg, model_cfg = _configs(args)
+    records = read_jsonl(args.data)
+    if args.limit is not None:
+        records = records[: args.limit]
+    meta = _run_meta(args, cfg, model_cfg, records)
+    out = Path(args.out)
+    tokenizer = load_tokenizer(model_cfg)
+    backend = _open_backend(args, model_cfg, tokenizer, meta, out)
+    prompts = build_prompts(tokenizer, [r.problem for r in records], model_cfg)
+    if args.sleep_after_batch:
+        backend = _Throttled(backend, args.sleep_after_batch)
+    reasons: dict[str, int] = {}
+    written = run_sampling(
+        backend, records, prompts, prompt_adds_special_tokens(tokenizer, model_cfg), args.n, cfg, out, meta,
+        progress=not args.no_progress, reasons=reasons,
+    )
+    _print_summary(written, out, len(records), args.n, reasons)
+    log_stage_summary(args, stage="sample", name=Path(args.out).stem, config=meta,
+                      summary={"questions": len(records), "n": args.n, "rows_written": written,
+                               **{f"finish_reason/{k}": v for k, v in sorted(reasons.items())}})
+    return 0
+
+
+def _configs(args: argparse.Namespace) -> tuple[SamplingConfig, ModelConfig]:
+    """The sampling and model settings of the command line, backend defaults filled in."""
     cfg = SamplingConfig(
         temperature=args.temperature,
         top_p=args.top_p,
@@ -318,9 +344,13 @@ def _main(args: argparse.Namespace) -> int:
         system_prompt=args.system_prompt,
         tokenizer=args.tokenizer,
     )
-    records = read_jsonl(args.data)
-    if args.limit is not None:
-        records = records[: args.limit]
+    return cfg, model_cfg
+
+
+def _run_meta(args: argparse.Namespace, cfg: SamplingConfig, model_cfg: ModelConfig,
+              records: Sequence[Any]) -> dict[str, Any]:
+    """What a resumed run must share with the one that wrote ``OUT``'s rows (the ``.meta.json``);
+    the hf backend adds its resolved ``engine`` once the model is loaded."""
     meta = {
         "format": META_FORMAT,
         "backend": args.backend,
@@ -335,42 +365,37 @@ def _main(args: argparse.Namespace) -> int:
         meta["vllm"] = {"max_model_len": args.max_model_len}
         meta["vllm_engine"] = {"tensor_parallel_size": args.tensor_parallel_size,
                                "gpu_memory_utilization": args.gpu_memory_utilization}
-    out = Path(args.out)
-    tokenizer = load_tokenizer(model_cfg)
+    return meta
+
+
+def _open_backend(args: argparse.Namespace, model_cfg: ModelConfig, tokenizer: Any, meta: dict[str, Any], out: Path):
+    """The generation backend, with ``meta`` checked against (or written beside) ``out``."""
     if args.backend == "hf":
         # the engine decides which samples a seed gives, so it is part of the meta; the
         # model is loaded first to resolve "auto"
         backend = HFBackend(load_model(model_cfg), tokenizer, engine=args.engine)
         meta["engine"] = backend.engine
         check_or_write_meta(out, meta)
-    else:
-        # Check the meta before loading a (possibly large) model.
-        check_or_write_meta(out, meta)
-        backend = VLLMBackend.from_config(
-            model_cfg,
-            seed=args.seed,
-            gpu_memory_utilization=args.gpu_memory_utilization,
-            max_model_len=args.max_model_len,
-            tensor_parallel_size=args.tensor_parallel_size,
-        )
-    prompts = build_prompts(tokenizer, [r.problem for r in records], model_cfg)
-    if args.sleep_after_batch:
-        backend = _Throttled(backend, args.sleep_after_batch)
-    reasons: dict[str, int] = {}
-    written = run_sampling(
-        backend, records, prompts, prompt_adds_special_tokens(tokenizer, model_cfg), args.n, cfg, out, meta,
-        progress=not args.no_progress, reasons=reasons,
+        return backend
+    # Check the meta before loading a (possibly large) model.
+    check_or_write_meta(out, meta)
+    return VLLMBackend.from_config(
+        model_cfg,
+        seed=args.seed,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        max_model_len=args.max_model_len,
+        tensor_parallel_size=args.tensor_parallel_size,
     )
-    print(f"wrote {written} new rows to {out} ({len(records)} questions x {args.n} samples)", file=sys.stderr)
+
+
+def _print_summary(written: int, out: Path, questions: int, n: int, reasons: dict[str, int]) -> None:
+    """Rows written and finish reasons to stderr; reasons other than FINISH_REASONS are warned about."""
+    print(f"wrote {written} new rows to {out} ({questions} questions x {n} samples)", file=sys.stderr)
     print("finish reasons: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())), file=sys.stderr)
     unusual = {k: v for k, v in reasons.items() if k not in FINISH_REASONS}
     if unusual:
         print(f"warning: {sum(unusual.values())} samples ended by {sorted(unusual)} (kept and graded as written)",
               file=sys.stderr)
-    log_stage_summary(args, stage="sample", name=Path(args.out).stem, config=meta,
-                      summary={"questions": len(records), "n": args.n, "rows_written": written,
-                               **{f"finish_reason/{k}": v for k, v in sorted(reasons.items())}})
-    return 0
 
 
 class _Throttled:
