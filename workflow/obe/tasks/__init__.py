@@ -1,1 +1,2 @@
-"""Tasks the pipeline can run without downloads: the embedded synthetic task."""
+"""Where questions come from: the embedded synthetic task (``synthetic``) and one converter
+per real math dataset (``math_datasets``)."""
