@@ -99,7 +99,8 @@ def rss_mib() -> float:
 
 
 def child_obe(a, work: Path) -> list[dict]:
-    from obe.train import TrainConfig, train
+    from obe.train import train
+    from obe.training.config import TrainConfig
 
     out = work / f"obe_run_{os.getpid()}"
     cfg = TrainConfig(model=str(work / "model"), train_data=str(work / "train.jsonl"), out=str(out), method=a.method,
@@ -116,7 +117,7 @@ def child_trl_backend(a, work: Path) -> list[dict]:
     """obe.engines.trl_backend (TRL's GRPOTrainer + obe's methods) with obe's settings, as the train
     rule runs it with train.backend: trl (one process, no accelerate launcher)."""
     from obe.engines import trl_backend
-    from obe.train import TrainConfig
+    from obe.training.config import TrainConfig
 
     out = work / f"trlb_run_{os.getpid()}"
     cfg = TrainConfig(model=str(work / "model"), train_data=str(work / "train.jsonl"), out=str(out), method=a.method,

@@ -331,7 +331,7 @@ def test_each_exploration_setting_is_defined_once():
 
     from obe.rl.bonuses import EXPLORATION_FIELDS, METHOD_SETTINGS, exploration_defaults, exploration_help
     from obe.core.config import load_schema
-    from obe.train import HELP, TrainConfig
+    from obe.training.config import HELP, TrainConfig
 
     assert list(load_schema()["$defs"]["method_settings"]["properties"]) == list(METHOD_SETTINGS)
     train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}

@@ -22,7 +22,7 @@ def test_schema_and_config_name_exactly_the_registry():
 
 
 def test_trainers_analysis_and_report_derive_from_it():
-    from obe.train import build_parser
+    from obe.training.config import build_parser
 
     assert list(bonuses.BONUSES) == list(METHOD_NAMES)
     assert bonuses.COUNT_METHODS == {m.name for m in METHODS if m.uses_counts}

@@ -15,6 +15,7 @@ import torch
 
 from obe.core import checkpoint as ckpt
 from obe import train as T
+from obe.training.run_dir import done_record
 from test_train import MAX_NEW, REPO, assert_same_run, config, env, read_rows, stable, straight, weights  # noqa: F401
 
 
@@ -56,7 +57,7 @@ def test_corrupt_newest_checkpoint_is_skipped_and_the_run_finishes_as_straight(e
     assert victim in aside[0].with_name(aside[0].name + ".why.txt").read_text()
     assert ckpt.verify(out / "checkpoints" / "step_6") is None
     assert_same_run(straight, out)
-    assert T.done_record(out)["steps"] == 6
+    assert done_record(out)["steps"] == 6
 
 
 def test_finished_run_with_corrupt_newest_checkpoint_is_finished_again(env, straight, tmp_path, capsys):
@@ -126,7 +127,7 @@ def test_shortened_run_sets_later_checkpoints_aside_and_ends_at_its_step(env, st
 
     at4 = load_file(str(straight / "checkpoints" / "step_4" / "model" / "model.safetensors"))
     assert all(torch.equal(final[k], at4[k]) for k in at4)
-    assert T.done_record(out)["steps"] == 4
+    assert done_record(out)["steps"] == 4
 
 
 def test_failed_resume_prints_one_line_naming_the_file(env, straight, tmp_path):
@@ -149,6 +150,6 @@ def test_done_record_lists_only_planned_snapshots(straight, tmp_path):
     (out / "config.json").write_text(json.dumps(cfg))
     for step in (2, 4, 6):
         shutil.copytree(out / "final", out / "snapshots" / f"step_{step}")
-    done = T.done_record(out)
+    done = done_record(out)
     assert [Path(p).name for p in done["snapshots"]] == ["step_2", "step_6"]
     assert [Path(p).name for p in done["unplanned_snapshots"]] == ["step_4"]

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,9 @@ import torch
 
 from obe.core import checkpoint as ckpt
 from obe import train as T
+from obe.training.config import TrainConfig, build_parser, resolve_config
+from obe.training.metrics import METRICS, TIMING_KEYS
+from obe.training.numerics import batch_indices, lr_lambda
 from obe.core.records import write_jsonl
 from obe.tasks.synthetic import make_split
 
@@ -53,11 +56,11 @@ def env(tmp_path_factory):
     return {"model": str(model), "data": str(data), "root": root}
 
 
-def config(env, out, **kw) -> T.TrainConfig:
+def config(env, out, **kw) -> TrainConfig:
     base = dict(model=env["model"], train_data=env["data"], out=str(out), steps=3, batch_questions=4, n=4,
                 max_new_tokens=MAX_NEW, lr=3e-3, threads=1, checkpoint_every=2, wandb_dir=str(out))
     base.update(kw)
-    return T.TrainConfig(**base)
+    return TrainConfig(**base)
 
 
 def weights(out) -> dict[str, torch.Tensor]:
@@ -71,7 +74,7 @@ def read_rows(path) -> list[dict]:
 
 
 def stable(rows):
-    return [{k: v for k, v in r.items() if k not in T.TIMING_KEYS} for r in rows]
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
 
 
 def assert_same_run(a, b):
@@ -95,38 +98,38 @@ def straight(env):
 
 
 def test_help_documents_every_option_and_list_metrics(capsys):
-    text = T.build_parser().format_help()
-    for f in T.fields(T.TrainConfig):
+    text = build_parser().format_help()
+    for f in fields(TrainConfig):
         assert "--" + f.name.replace("_", "-") in text
     assert T.main(["--list-metrics"]) == 0
     printed = capsys.readouterr().out
-    assert all(k in printed for k in T.METRICS)
+    assert all(k in printed for k in METRICS)
 
 
 def test_yaml_config_and_unknown_key(env, tmp_path):
     good = tmp_path / "c.yaml"
     good.write_text("method: ucb_con\ncoef: 0.5\nsave_steps: [2, 1]\ngate_solved: false\n")
-    cfg, _ = T.resolve_config(["--config", str(good), "--model", env["model"], "--train-data", env["data"],
+    cfg, _ = resolve_config(["--config", str(good), "--model", env["model"], "--train-data", env["data"],
                                "--out", str(tmp_path / "o"), "--coef", "0.1"])
     assert (cfg.method, cfg.coef, cfg.save_steps, cfg.gate_solved) == ("ucb_con", 0.1, (1, 2), False)
     assert cfg.exploration().b0 == 0.5 and cfg.loss().eps_high == 0.28
     bad = tmp_path / "bad.yaml"
     bad.write_text("methd: ucb\n")
     with pytest.raises(SystemExit, match="unknown key 'methd'.*allowed keys: .*method"):
-        T.resolve_config(["--config", str(bad), "--model", "m", "--train-data", "d", "--out", "o"])
+        resolve_config(["--config", str(bad), "--model", "m", "--train-data", "d", "--out", "o"])
     with pytest.raises(SystemExit, match="invalid config"):
-        T.resolve_config(["--model", "m", "--train-data", "d", "--out", "o", "--eps-low", "2"])
+        resolve_config(["--model", "m", "--train-data", "d", "--out", "o", "--eps-low", "2"])
 
 
 def test_batch_indices_epochs_and_lr_schedule():
-    idx = T.batch_indices(10, 0, 25, seed=3)
+    idx = batch_indices(10, 0, 25, seed=3)
     assert sorted(idx[:10]) == list(range(10)) and sorted(idx[10:20]) == list(range(10))
     assert idx[:10] != idx[10:20]  # a fresh shuffle per epoch
-    assert T.batch_indices(10, 7, 5, seed=3) == idx[7:12]
-    f = T.lr_lambda(T.TrainConfig(steps=10, warmup_steps=2, lr_schedule="cosine"))
+    assert batch_indices(10, 7, 5, seed=3) == idx[7:12]
+    f = lr_lambda(TrainConfig(steps=10, warmup_steps=2, lr_schedule="cosine"))
     assert [round(f(i), 6) for i in (0, 1, 2)] == [0.5, 1.0, 1.0] and f(10) == pytest.approx(0.0)
     # mu updates per batch share one schedule step: the cosine still ends at the last batch
-    g = T.lr_lambda(T.TrainConfig(steps=10, warmup_steps=2, lr_schedule="cosine", mu=3))
+    g = lr_lambda(TrainConfig(steps=10, warmup_steps=2, lr_schedule="cosine", mu=3))
     assert g(10) == pytest.approx(0.0) and g(6) == pytest.approx(f(6))
 
 
@@ -141,7 +144,7 @@ def test_each_method_runs_and_logs_every_key(env, tmp_path, method):
     rows = read_rows(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
     for r in rows:
-        assert set(r) == set(T.METRICS)
+        assert set(r) == set(METRICS)
         assert r["loss"] is not None and r["grad_norm"] >= 0 and 0 <= r["reward"] <= 1
     rollouts = read_rows(out / "rollouts.jsonl")
     assert len(rollouts) == 2 * 4 * 4

@@ -29,7 +29,7 @@ import torch
 
 trl = pytest.importorskip("trl", reason="trl is not installed (pip install -e '.[test]')")
 
-from obe.engines import trl_backend  # noqa: E402
+from obe.engines import trl_backend, trl_trainer  # noqa: E402
 from obe.rl.advantages import AdvantageConfig, binary_rewards  # noqa: E402
 from obe.rl.bonuses import ExplorationConfig, exploration_step, token_advantages  # noqa: E402
 from obe.rl.counts import OutcomeCounts  # noqa: E402
@@ -38,7 +38,8 @@ from obe.engines.models import render_template  # noqa: E402
 from obe.core.records import read_jsonl, write_jsonl  # noqa: E402
 from obe.engines.rollout import answer_token_mask, completion_mask  # noqa: E402
 from obe.tasks.synthetic import make_split  # noqa: E402
-from obe.train import TIMING_KEYS, TrainConfig  # noqa: E402
+from obe.training.config import TrainConfig  # noqa: E402
+from obe.training.metrics import TIMING_KEYS  # noqa: E402
 
 from tiny_model import build_tiny_model  # noqa: E402
 from trl_backend_worker import FixedRollouts, always_solved  # noqa: E402
@@ -108,8 +109,8 @@ def run_trainer(s, cfg: TrainConfig, tmp: Path, plain: bool = False) -> tuple[Ca
     from obe.grading import grade as grade_fn
 
     cap = Capture()
-    ds = trl_backend.train_dataset(read_jsonl(cfg.train_data), cfg, s["tok"])
-    args = trl_backend.grpo_args(cfg, EXTRA, 1)
+    ds = trl_trainer.train_dataset(read_jsonl(cfg.train_data), cfg, s["tok"])
+    args = trl_trainer.grpo_args(cfg, EXTRA, 1)
     args.output_dir = str(tmp)
     args.save_strategy = "no"
     rollouts = FixedRollouts(s["tok"], s["gold"], MAX_NEW, by="occurrence")
@@ -137,7 +138,7 @@ def run_trainer(s, cfg: TrainConfig, tmp: Path, plain: bool = False) -> tuple[Ca
                 return [float(grade_fn(c, a).correct) for c, a in zip(completions, answer)]
             trainer = hooked(GRPOTrainer)(reward_funcs=[correct], **kw)
         else:
-            trainer = hooked(trl_backend.trainer_class())(exploration=cfg.exploration(), advantage=cfg.advantage(),
+            trainer = hooked(trl_trainer.trainer_class())(exploration=cfg.exploration(), advantage=cfg.advantage(),
                                                           extract=ExtractConfig(cfg.reward_extract), **kw)
         trainer.train()
     logs = [r for r in trainer.state.log_history if "grad_norm" in r]
@@ -263,9 +264,9 @@ def test_coef_zero_equals_plain_grpo_trainer(setup, tmp_path, method, mu):
 
 def test_overridden_methods_are_the_pinned_ones():
     """An upgrade of trl or transformers that changes a method the backend overrides or relies
-    on fails here: re-read it, adapt obe/engines/trl_backend.py, then update PINNED_SOURCES."""
-    assert trl.__version__ == trl_backend.TRL_VERSION
-    assert trl_backend.pinned_source_hashes() == trl_backend.PINNED_SOURCES
+    on fails here: re-read it, adapt obe/engines/trl_trainer.py, then update PINNED_SOURCES."""
+    assert trl.__version__ == trl_trainer.TRL_VERSION
+    assert trl_trainer.pinned_source_hashes() == trl_trainer.PINNED_SOURCES
     src = __import__("inspect").getsource(trl.GRPOTrainer._compute_loss)
     assert "if advantages.dim() == 1:" in src  # per-token advantages [B, T] pass through
 
@@ -307,8 +308,8 @@ def test_two_processes_keep_identical_count_tables(setup, tmp_path):
     # the loss differs in the last bits (2 x half-batch micro-steps vs 1); the rollout side is exact
     drop = TIMING_KEYS | {"loss", "grad_norm", "entropy", "clip_ratio", "clip_ratio/low", "clip_ratio/high"}
     assert _rows(one / "metrics.jsonl", drop) == _rows(two / "metrics.jsonl", drop)
-    last = trl_backend.latest_checkpoint(two / "checkpoints")
-    assert OutcomeCounts.from_dict(trl_backend.read_state(last)["counts"]) == table
+    last = trl_trainer.latest_checkpoint(two / "checkpoints")
+    assert OutcomeCounts.from_dict(trl_trainer.read_state(last)["counts"]) == table
 
 
 @pytest.mark.slow
@@ -319,9 +320,9 @@ def test_killed_run_resumes_with_the_count_table(setup, tmp_path):
     worker(setup, straight, *flags)
     res = worker(setup, killed, *flags, worker_flags=("--kill-at-step", "3"), check=False)
     assert res.returncode == -9, res.stderr[-3000:]
-    ck = trl_backend.latest_checkpoint(killed / "checkpoints")
+    ck = trl_trainer.latest_checkpoint(killed / "checkpoints")
     assert ck is not None and ck.name == "checkpoint-2"
-    saved = OutcomeCounts.from_dict(trl_backend.read_state(ck)["counts"])
+    saved = OutcomeCounts.from_dict(trl_trainer.read_state(ck)["counts"])
     assert saved.total() == 2 * B * N
     res = worker(setup, killed, *flags)
     assert "resuming from" in res.stderr and "checkpoint-2" in res.stderr
@@ -342,7 +343,7 @@ def test_killed_run_resumes_with_the_count_table(setup, tmp_path):
     assert set(before) == set(after) and all(torch.equal(before[k], after[k]) for k in before)
     assert trl_backend.done_record(killed) == done
     # same outputs as obe.train: the same keys in metrics.jsonl and rollouts.jsonl, same done.json fields
-    from obe.train import done_record as obe_done_record
+    from obe.training.run_dir import done_record as obe_done_record
     from obe.train import train as obe_train
 
     ref = tmp_path / "obe"
@@ -374,7 +375,7 @@ def test_smoke_dag_with_the_trl_backend(tmp_path):
         assert json.loads((folder / "config.json").read_text())["backend"] == "trl"
         done = json.loads((folder / "done.json").read_text())
         assert done["steps"] == 4 and done["metrics_rows"] == 4
-        assert trl_backend.latest_checkpoint(folder / "checkpoints") is not None
+        assert trl_trainer.latest_checkpoint(folder / "checkpoints") is not None
         assert (root / "eval" / run / "step4" / "synthetic" / "summary.json").exists()
     assert "<img" in (root / "report.html").read_text()
     assert "python -m accelerate.commands.launch --config_file" in out.stdout + out.stderr  # the rule's command
@@ -393,7 +394,7 @@ def test_lora_switch_saves_plain_merged_snapshots(setup, tmp_path):
 
     out = tmp_path / "lora"
     worker(setup, out, "--lora-r", "4", "--lora-alpha", "8", "--lr", "0.05", "--save-steps", "1", steps=2)
-    ck = trl_backend.latest_checkpoint(out / "checkpoints")
+    ck = trl_trainer.latest_checkpoint(out / "checkpoints")
     assert (ck / "adapter_model.safetensors").is_file()  # the checkpoint holds the adapter, not the model
     base = load_file(str(Path(setup["model_dir"]) / "model.safetensors"))
     for folder in (out / "snapshots" / "step_1", out / "final"):
@@ -426,12 +427,12 @@ def test_trl_gets_the_prompts_obe_train_builds(setup, tmp_path, chat, system):
     pcfg = ModelConfig(name_or_path=model_dir, prompt_template=TEMPLATE, use_chat_template=cfg.use_chat_template,
                        system_prompt=system or None)
     want = tokenize_prompts(tok, build_prompts(tok, [r.problem for r in recs], pcfg), prompt_adds_special_tokens(tok, pcfg))
-    ds = trl_backend.train_dataset(recs, cfg, tok)
-    args = trl_backend.grpo_args(cfg, EXTRA, 1)
+    ds = trl_trainer.train_dataset(recs, cfg, tok)
+    args = trl_trainer.grpo_args(cfg, EXTRA, 1)
     args.output_dir = str(tmp_path / "trl")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer = trl_backend.trainer_class()(model=model_dir, args=args, processing_class=tok, train_dataset=ds,
+        trainer = trl_trainer.trainer_class()(model=model_dir, args=args, processing_class=tok, train_dataset=ds,
                                               exploration=cfg.exploration(), advantage=cfg.advantage())
     got, _, _ = trainer._tokenize_prompts(list(ds["prompt"]))
     assert [list(x) for x in got] == want
@@ -442,7 +443,7 @@ def test_wandb_gets_the_metrics_rows_and_the_completions_table(setup, tmp_path, 
     """The trl backend logs to W&B what obe.train logs: each metrics.jsonl row (null values left
     out) and, every log_completions_every steps, the completions table with obe.train's columns."""
     import obe.core.tracking
-    from obe.train import COMPLETION_COLUMNS
+    from obe.training.metrics import COMPLETION_COLUMNS
 
     logged: dict = {"rows": [], "tables": []}
 
@@ -480,7 +481,7 @@ def test_sigterm_checkpoints_the_step_and_exits_143(setup, tmp_path):
     res = worker(setup, termed, *flags, worker_flags=("--term-at-step", "3"), check=False)
     assert res.returncode == 143, res.stderr[-3000:]
     assert "signal 15 received; checkpoint saved at step 3" in res.stderr
-    ck = trl_backend.latest_checkpoint(termed / "checkpoints")
+    ck = trl_trainer.latest_checkpoint(termed / "checkpoints")
     assert ck.name == "checkpoint-3" and not (termed / "final").exists()
     assert len(_rows(termed / "metrics.jsonl")) == 3
     worker(setup, termed, *flags)
@@ -516,7 +517,7 @@ def test_gpu_presets_launch_the_trl_backend_with_fsdp_and_vllm_colocate(tmp_path
     cfg, extra, _ = trl_backend.parse(argv[i + 1:])
     assert extra["vllm"] == "colocate" and extra["vllm_gpu_memory_utilization"] == 0.4 and extra["vllm_max_model_len"] > 0
     assert (cfg.device, cfg.dtype, cfg.master_weights, cfg.gradient_checkpointing) == ("cuda", "bfloat16", "float32", True)
-    micro, accumulation = trl_backend.batch_layout(cfg, 8)
+    micro, accumulation = trl_trainer.batch_layout(cfg, 8)
     assert micro * accumulation * 8 == cfg.batch_questions * cfg.n and micro == cfg.micro_batch
     if "instruct" in preset:
         assert cfg.use_chat_template != "never"  # trains on the chat prompts it is evaluated on
@@ -543,7 +544,7 @@ def test_mu_updates_per_batch(setup, tmp_path):
     rows = _rows(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
     assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
-    state = trl_backend.read_state(trl_backend.latest_checkpoint(out / "checkpoints"))
+    state = trl_trainer.read_state(trl_trainer.latest_checkpoint(out / "checkpoints"))
     assert state["step"] == 2 and state["global_step"] == 4
     assert OutcomeCounts.from_dict(state["counts"]).total() == 2 * B * N
     done = trl_backend.done_record(out)
@@ -563,7 +564,7 @@ def test_resume_with_another_config_is_refused_or_restarted(setup, tmp_path):
     assert "starting over" in res.stderr
     assert json.loads((out / "config.json").read_text())["coef"] == 0.5
     assert [r["step"] for r in _rows(out / "metrics.jsonl")] == [1, 2]
-    assert trl_backend.read_state(trl_backend.latest_checkpoint(out / "checkpoints"))["config"]["coef"] == 0.5
+    assert trl_trainer.read_state(trl_trainer.latest_checkpoint(out / "checkpoints"))["config"]["coef"] == 0.5
     # the first run is set aside, not deleted (issue 16's rule for obe.train holds here too)
     (aside,) = (out / "superseded").iterdir()
     assert "different config (coef)" in (aside / "why.txt").read_text()
@@ -572,7 +573,7 @@ def test_resume_with_another_config_is_refused_or_restarted(setup, tmp_path):
 
 
 def test_a_moved_project_resumes(setup, tmp_path):
-    """The checkpoint records what the initial model is (obe.train.model_identity), not its path:
+    """The checkpoint records what the initial model is (obe.training.run_dir.model_identity), not its path:
     the whole folder tree copied elsewhere resumes instead of restarting."""
     import shutil
 

@@ -14,14 +14,14 @@ checkpoint every ``--checkpoint-every`` steps (:mod:`obe.core.checkpoint`). Outp
 
 Faults. Re-running the same command resumes from the newest checkpoint that verifies against
 its manifest (a corrupt one is moved to ``checkpoints/corrupt/``, naming the bad file; see
-:func:`resume_point`): files are cut back to the lengths recorded there and the run re-appends
+:func:`obe.training.run_dir.resume_point`): files are cut back to the lengths recorded there and the run re-appends
 identically (rollouts are seeded by ``derive_seed(seed, "rollout", step)``), so a SIGKILL
 anywhere costs at most ``--checkpoint-every`` steps. The run may move: a resume compares the
 initial model's files and the training questions, not their paths. SIGTERM/SIGINT set a
 flag checked between steps: the run saves a checkpoint and exits with code 143. A non-finite
 loss or gradient norm stops the run (exit 1, message on stderr) before the optimizer step; the
 last good checkpoint stays.
-``python -m obe.train --list-metrics`` prints every logged key (:data:`METRICS`).
+``python -m obe.train --list-metrics`` prints every logged key (:data:`obe.training.metrics.METRICS`).
 
 Departures from the paper (numbered):
  1. Scale: a ~1M-parameter model on synthetic arithmetic (or any HF model given), CPU,
@@ -48,9 +48,6 @@ are the source of truth and are cut back and re-appended exactly).
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -58,493 +55,31 @@ import random
 import signal
 import sys
 import time
-from dataclasses import dataclass, fields
-from functools import lru_cache
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
 from obe.core import checkpoint as ckpt
-from obe.rl.advantages import AdvantageConfig, binary_rewards
-from obe.rl.bonuses import (BONUSES, EXPLORATION_FIELDS, ExplorationConfig, apply_exploration, exploration_defaults,
-                         exploration_help)
-from obe.rl.counts import OutcomeCounts
-from obe.grading import EXTRACT_MODES, SENTINEL_KEYS, ExtractConfig, grade
-from obe.engines.fastlm import ENGINES, LeanLM, resolve_engine
-from obe.rl.loss import LossConfig, policy_loss, token_entropy, token_logprobs
 from obe.core.progress import Progress
-from obe.core.records import read_json_lines
-from obe.engines.models import CHAT_TEMPLATE_MODES, DTYPES, ModelConfig, build_prompts, prompt_adds_special_tokens, torch_dtype
-from obe.engines.rollout import RolloutConfig, answer_token_mask, generate_rollouts
+from obe.engines.fastlm import LeanLM, resolve_engine
 from obe.engines.generation import derive_seed, tokenize_prompts
-from obe.tasks.synthetic import ROLLOUT_METRICS as TASK_ROLLOUT_METRICS, rollout_metrics as task_rollout_metrics
-
-MASTER_WEIGHTS = ("float32", "model")
-
-METRICS: dict[str, str] = {
-    "step": "optimizer step just completed (1-based)",
-    "epoch": "fractional epoch: questions consumed / training-set size",
-    "loss": "policy loss (clipped surrogate + beta * k3 KL), full batch, mean over mu updates",
-    "kl": "mean k3 KL(pi || ref) per completion token (null when beta = 0: no reference model)",
-    "entropy": "mean per-token entropy of the policy (at sampling temperature) over completion tokens",
-    "entropy/correct": "same, over tokens of correct samples (null if none)",
-    "entropy/incorrect": "same, over tokens of incorrect samples (null if none)",
-    "clip_ratio": "fraction of completion tokens whose gradient the ratio clip cuts (low or high)",
-    "clip_ratio/low": "fraction clipped at 1 - eps_low with A < 0",
-    "clip_ratio/high": "fraction clipped at 1 + eps_high with A > 0",
-    "grad_norm": "total gradient norm before clipping (mean over mu updates)",
-    "lr": "learning rate used for this step",
-    "reward": "mean reward (fraction of correct samples)",
-    "reward_std": "mean over groups of the per-group reward std (the --std convention)",
-    "frac_reward_zero_std": "fraction of groups whose n rewards are all equal (no GRPO signal)",
-    "frac_groups_solved": "fraction of groups with at least one correct sample",
-    "bonus/mean": "mean exploration bonus b_i after gating, before multiplying by coef (0 with --bonus-in-reward)",
-    "bonus/min": "min of b_i",
-    "bonus/max": "max of b_i",
-    "advantage/mean": "mean per-sample advantage adv_i + coef * b_i",
-    "answers/distinct_per_group": "mean distinct answers per group (outcome keys, no-answer/error excluded)",
-    "answers/distinct_solved": "same over groups with >= 1 correct sample (null if none)",
-    "answers/distinct_unsolved": "same over groups with no correct sample (null if none)",
-    "answers/no_answer_frac": "fraction of samples without a gradable answer (no-answer/timeout/error key)",
-    "cumulative/questions_solved": "training questions ever solved (>= 1 correct rollout) so far",
-    "cumulative/questions_seen": "training questions sampled at least once so far",
-    "cumulative/distinct_answers": "mean over seen questions of distinct answers ever sampled",
-    "cumulative/distinct_answers_unsolved": "same over seen questions never solved (null if none)",
-    "counts/entries": "size of the N(x, a) table (distinct question-answer pairs)",
-    "completions/mean_length": "mean completion length in tokens (EOS included)",
-    "completions/max_length": "max completion length",
-    "completions/min_length": "min completion length",
-    "completions/clipped_ratio": "fraction of samples truncated at max_new_tokens (no EOS)",
-    "num_tokens": "completion tokens in the batch",
-    "perf/tokens_per_sec": "completion tokens / step wall time (timing: differs between runs)",
-    "perf/peak_memory_gb": "peak memory so far, GB: GPU memory torch allocated (cuda), else the process's host RSS",
-    "time/generate": "seconds spent sampling (timing)",
-    "time/grade": "seconds spent grading (timing)",
-    "time/update": "seconds spent in forward/backward/optimizer (timing)",
-    "time/step": "seconds for the whole step incl. logging (timing; checkpoint time excluded)",
-    **TASK_ROLLOUT_METRICS,  # the synthetic task's shared-behaviour rate (null for other data)
-}
-TIMING_KEYS = frozenset(k for k in METRICS if k.startswith(("time/", "perf/")))
-# Keys that may change between a run and its resume (they do not change the result).
-RESUME_FREE = frozenset({"out", "threads", "experiment", "wandb_dir", "checkpoint_every", "keep_checkpoints",
-                         "save_steps", "debug_nan_step", "steps", "device", "micro_batch", "gradient_checkpointing",
-                         "log_completions_every", "on_config_change"})
-# The W&B completions table (every --log-completions-every steps), as TRL logs its completions.
-COMPLETION_COLUMNS = ("step", "question_id", "prompt", "completion", "answer", "correct", "bonus", "count")
-
-
-_EXPLORE = exploration_defaults()
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The run config (CLI flags = field names with dashes; YAML keys = field names)."""
-
-    model: str = ""
-    train_data: str = ""
-    out: str = ""
-    # the exploration settings: defaults and help defined once, by obe.rl.bonuses.ExplorationConfig
-    method: str = "grpo"
-    coef: float = _EXPLORE["coef"]
-    b0: float = _EXPLORE["b0"]
-    leave_one_out: bool = _EXPLORE["leave_one_out"]
-    count_before_update: bool = _EXPLORE["count_before_update"]
-    gate_solved: bool = _EXPLORE["gate_solved"]
-    mask_answer_tokens: bool = _EXPLORE["mask_answer_tokens"]
-    bonus_in_reward: bool = _EXPLORE["bonus_in_reward"]
-    seed: int = 0
-    steps: int = 100
-    batch_questions: int = 16
-    n: int = 8
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    lr_schedule: str = "constant"
-    max_new_tokens: int = 64
-    temperature: float = 1.0
-    top_p: float = 1.0
-    prompt_template: str = "{problem}\n"
-    eps_low: float = 0.2
-    eps_high: float = 0.28
-    beta: float = 0.0
-    agg: str = "token_mean"
-    scale: str = "group"
-    std: str = "sample"
-    adv_eps: float = 1e-6
-    mu: int = 1
-    grad_clip: float = 1.0
-    micro_batch: int = 0
-    rollout_batch: int = 0
-    log_completions_every: int = 0
-    gradient_checkpointing: bool = False
-    dtype: str = "float32"
-    master_weights: str = "float32"
-    use_chat_template: str = "auto"
-    system_prompt: str = ""
-    checkpoint_every: int = 10
-    keep_checkpoints: int = 2
-    save_steps: tuple[int, ...] = ()
-    threads: int = 2
-    device: str = "cpu"
-    engine: str = "auto"
-    reward_extract: str = "math_verify"
-    experiment: str = "default"
-    wandb_dir: str = ""
-    on_config_change: str = "error"
-    debug_nan_step: int = 0
-
-    def __post_init__(self) -> None:
-        if isinstance(self.save_steps, str):
-            object.__setattr__(self, "save_steps", tuple(int(s) for s in self.save_steps.split(",") if s.strip()))
-        object.__setattr__(self, "save_steps", tuple(sorted(int(s) for s in self.save_steps)))
-        if self.engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        if self.master_weights not in MASTER_WEIGHTS:
-            raise ValueError(f"master_weights must be one of {MASTER_WEIGHTS}, got {self.master_weights!r}")
-        if self.use_chat_template not in CHAT_TEMPLATE_MODES:
-            raise ValueError(f"use_chat_template must be one of {CHAT_TEMPLATE_MODES}, got {self.use_chat_template!r}")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
-        for name in ("steps", "batch_questions", "mu", "threads", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        self.advantage(), self.exploration(), self.loss(), self.rollout()  # validate
-
-    def advantage(self) -> AdvantageConfig:
-        return AdvantageConfig(scale=self.scale, std=self.std, eps=self.adv_eps)
-
-    def exploration(self) -> ExplorationConfig:
-        return ExplorationConfig(**{name: getattr(self, name) for name in EXPLORATION_FIELDS})
-
-    def loss(self) -> LossConfig:
-        return LossConfig(eps_low=self.eps_low, eps_high=self.eps_high, beta=self.beta, agg=self.agg,
-                          max_completion_length=self.max_new_tokens)
-
-    def rollout(self) -> RolloutConfig:
-        return RolloutConfig(n=self.n, temperature=self.temperature, top_p=self.top_p,
-                             max_new_tokens=self.max_new_tokens, prompt_template=self.prompt_template)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["save_steps"] = list(self.save_steps)
-        return d
-
-
-HELP = {
-    "model": "HF model directory (or hub name) of the initial policy (and reference)",
-    "train_data": "training questions, Record JSONL (obe.core.records)",
-    "out": "stage output directory (final/, checkpoints/, snapshots/, metrics.jsonl, rollouts.jsonl)",
-    **exploration_help(),  # method, coef, b0, leave_one_out, ... (obe.rl.bonuses.ExplorationConfig)
-    "seed": "run seed (data order, rollouts)", "steps": "training steps (one batch each)",
-    "batch_questions": "questions per step (B)", "n": "samples per question",
-    "lr": "AdamW peak learning rate", "weight_decay": "AdamW weight decay",
-    "warmup_steps": "linear warmup steps", "lr_schedule": "after warmup: constant or cosine to 0",
-    "max_new_tokens": "completion budget", "temperature": "sampling temperature (also used for log-probs)",
-    "top_p": "nucleus sampling", "prompt_template": "prompt text with {problem}",
-    "eps_low": "ratio clip 1 - eps_low", "eps_high": "ratio clip 1 + eps_high (DAPO clip-higher)",
-    "beta": "k3 KL coefficient (0 loads no reference model)", "agg": "loss aggregation",
-    "scale": "group: divide by group std; none: only centre", "std": "std convention (ddof 1 / 0)",
-    "adv_eps": "eps added to the group std", "mu": "optimizer updates per batch",
-    "grad_clip": "max gradient norm (0 = off)", "micro_batch": "sequences per forward/backward (0 = all)",
-    "rollout_batch": "sequences per rollout generate call, whole questions (0 = all B x n at once)",
-    "log_completions_every": "W&B table of every completion (prompt, completion, answer, correct, bonus, "
-                             "count N(x, a) after the step) at step 1 and every K steps (0 = never)",
-    "gradient_checkpointing": "recompute activations in the backward pass (hf engine; less memory, about a third more time)",
-    "dtype": "model dtype (base_model.dtype): the reference model's, and the compute dtype of the policy",
-    "master_weights": "float32: policy weights, gradients and AdamW state in fp32, forward/backward under "
-                      "autocast(dtype) (mixed precision); model: all kept in dtype (pure low precision)",
-    "use_chat_template": "auto | always | never: build prompts as evaluation does (obe.engines.models.build_prompts)",
-    "system_prompt": "system message for chat templates ('' = none)",
-    "checkpoint_every": "save a resumable checkpoint every K steps (and at the end)",
-    "keep_checkpoints": "keep the newest K checkpoints (0 = all)",
-    "save_steps": "comma-separated steps whose HF model is saved to snapshots/step_N for evaluation",
-    "threads": "torch CPU threads", "device": "torch device of the policy (cpu, cuda, ...)",
-    "engine": "rollouts and log-probs: lean (obe.engines.fastlm, Llama/Qwen2 only), hf (model.generate + HF forward), "
-              "auto (lean on CPU when the model is supported, else hf)",
-    "reward_extract": "where a reward's answer is read: math_verify (the last box, else Math-Verify's extraction) "
-                      "or boxed (only a complete \\boxed{} counts)",
-    "experiment": "W&B group", "wandb_dir": "W&B directory (default OUT)",
-    "on_config_change": "a checkpoint made with another config: error (refuse) or restart (set the old run aside in OUT/superseded/, start over)",
-    "debug_nan_step": "TESTING ONLY: make the loss NaN at this step (0 = off)",
-}
-CHOICES = {"method": sorted(BONUSES), "engine": list(ENGINES), "dtype": list(DTYPES), "reward_extract": list(EXTRACT_MODES),
-           "master_weights": list(MASTER_WEIGHTS), "use_chat_template": list(CHAT_TEMPLATE_MODES), "on_config_change": ["error", "restart"], "lr_schedule": ["constant", "cosine"], "scale": ["group", "none"],
-           "std": ["population", "sample"], "agg": ["token_mean", "seq_mean_token_mean", "dr_grpo"]}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m obe.train", description=__doc__.split("\n\n")[0],
-                                 epilog="Metric keys: --list-metrics. Resume: run the same command again.")
-    ap.add_argument("--config", help="YAML file with any of the keys below (underscores); flags override it")
-    ap.add_argument("--list-metrics", action="store_true", help="print every logged metric key and exit")
-    ap.add_argument("--write-done", metavar="OUT", help="print done.json of the finished run in OUT (exit 1 if unfinished)")
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = "required" if f.name in ("model", "train_data", "out") else f"default: {f.default!r}"
-        kw: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=f"{HELP[f.name]} ({default})")
-        if f.type == "bool":
-            ap.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-        else:
-            conv = {"int": int, "float": float}.get(f.type, str)
-            ap.add_argument(flag, type=conv, choices=CHOICES.get(f.name), **kw)
-    return ap
-
-
-def resolve_config(argv: Optional[Sequence[str]] = None) -> tuple[Optional[TrainConfig], argparse.Namespace]:
-    args = build_parser().parse_args(argv)
-    if args.list_metrics or args.write_done:
-        return None, args
-    allowed = [f.name for f in fields(TrainConfig)]
-    values: dict[str, Any] = {}
-    if args.config:
-        import yaml
-
-        data = yaml.safe_load(Path(args.config).read_text()) or {}
-        for key in data:
-            if key.replace("-", "_") not in allowed:
-                raise SystemExit(f"{args.config}: unknown key {key!r}; allowed keys: {', '.join(allowed)}")
-        values.update({k.replace("-", "_"): v for k, v in data.items()})
-    values.update({k: v for k, v in vars(args).items() if k in allowed})
-    for key in ("model", "train_data", "out"):
-        if not values.get(key):
-            raise SystemExit(f"--{key.replace('_', '-')} is required")
-    for key in ("train_data", "out"):
-        values[key] = str(Path(values[key]).resolve())
-    if Path(values["model"]).exists():
-        values["model"] = str(Path(values["model"]).resolve())
-    values.setdefault("wandb_dir", values["out"])
-    try:
-        return TrainConfig(**values), args
-    except (ValueError, TypeError) as exc:
-        raise SystemExit(f"invalid config: {exc}") from None
-
-
-def lr_lambda(cfg: TrainConfig):
-    # i = training steps (batches) done so far: the scheduler steps once per batch, after its mu
-    # updates, so the cosine reaches 0 at the last step whatever mu is
-    def factor(i: int) -> float:
-        if i < cfg.warmup_steps:
-            return (i + 1) / cfg.warmup_steps
-        if cfg.lr_schedule == "constant":
-            return 1.0
-        progress = (i - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    return factor
-
-
-def batch_indices(num: int, pos: int, size: int, seed: int) -> list[int]:
-    """Record indices ``pos .. pos+size-1`` of the infinite stream of seeded per-epoch shuffles."""
-    @lru_cache(maxsize=4)
-    def perm(epoch: int) -> list[int]:
-        order = list(range(num))
-        random.Random(derive_seed(seed, "epoch", epoch)).shuffle(order)
-        return order
-    return [perm(g // num)[g % num] for g in range(pos, pos + size)]
-
-
-def forward_logits(model, prompt_ids, prompt_mask, comp_ids, comp_mask, lean: Optional[LeanLM] = None) -> torch.Tensor:
-    """``[S, T, V]`` logits of the completion tokens (one forward, lm head on T+1 positions).
-
-    Position ids follow the left padding (``cumsum(mask) - 1``), as ``generate`` does. With
-    ``lean`` (a :class:`LeanLM` of ``model``), the same logits from obe.engines.fastlm, which runs
-    each distinct prompt once for its n completions."""
-    if lean is not None:
-        return lean.completion_logits(prompt_ids, prompt_mask, comp_ids, comp_mask)
-    dev = next(model.parameters()).device
-    ids = torch.cat([prompt_ids, comp_ids], dim=1).to(dev)
-    attn = torch.cat([prompt_mask, comp_mask], dim=1).to(dev)
-    pos = (attn.cumsum(-1) - 1).masked_fill(attn == 0, 0)
-    T = comp_ids.shape[1]
-    out = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=T + 1, use_cache=False)
-    return out.logits[:, :-1].float()  # log-softmax over the vocabulary in fp32 (a no-op in fp32)
-
-
-def peak_memory_gb(device: torch.device) -> float:
-    """Peak memory of this process so far (GB): what torch allocated on a CUDA device, else the
-    host's resident set (Linux reports ru_maxrss in KiB)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 1e9
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
-
-
-def compute_dtype_of(cfg: TrainConfig) -> torch.dtype:
-    """The dtype forward passes run in: ``cfg.dtype``, or the checkpoint's own for ``auto``."""
-    if cfg.dtype != "auto":
-        return torch_dtype(cfg.dtype)
-    from transformers import AutoConfig
-
-    own = getattr(AutoConfig.from_pretrained(cfg.model), "dtype", None) or torch.float32
-    return getattr(torch, own) if isinstance(own, str) else own
-
-
-def engine_for(cfg: TrainConfig, compute_dtype: torch.dtype) -> str:
-    """The engine option to resolve: obe.engines.fastlm runs fp32 without activation checkpointing, so
-    ``auto`` means hf for a lower compute dtype or gradient checkpointing; ``lean`` is refused."""
-    if compute_dtype == torch.float32 and not cfg.gradient_checkpointing:
-        return cfg.engine
-    if cfg.engine == "lean":
-        raise SystemExit("engine lean runs in float32 without gradient checkpointing; "
-                         "use engine hf or auto with dtype bfloat16/float16 or gradient_checkpointing")
-    return "hf"
-
-
-def autocast_factory(device: torch.device, param_dtype: torch.dtype, compute_dtype: torch.dtype):
-    """A context-manager factory: ``torch.autocast`` to the compute dtype when the weights are kept
-    in a wider one (mixed precision), else a no-op (fp32 runs are unchanged bit for bit)."""
-    import contextlib
-
-    if param_dtype == compute_dtype:
-        return contextlib.nullcontext
-    return lambda: torch.autocast(device_type=device.type, dtype=compute_dtype)
-
-
-# Paths of the inputs: a resume compares what they hold (model_identity, the data digest), not
-# where they are, so a project copied or moved to another folder resumes.
-INPUT_PATHS = frozenset({"model", "train_data"})
-# Files that define an HF model folder (weights by suffix); reports or logs beside them do not.
-MODEL_FILES = frozenset({"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-                         "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt",
-                         "tokenizer.model", "chat_template.jinja"})
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
-# What a restart with another config sets aside (into OUT/superseded/<time>/) before starting over.
-RUN_OUTPUTS = ("checkpoints", "snapshots", "final", "metrics.jsonl", "rollouts.jsonl", "config.json")
-
-
-def model_identity(model: str) -> str:
-    """The initial policy, wherever it lives: for a local folder, a sha256 over the files that define
-    the model (config, tokenizer, weights: an 8B model is read once, ~16 GB); else the hub name."""
-    path = Path(model)
-    if not path.is_dir():
-        return f"hub:{model}"
-    h = hashlib.sha256()
-    for f in sorted(path.iterdir()):
-        if f.is_file() and (f.name in MODEL_FILES or f.name.endswith(WEIGHT_SUFFIXES)):
-            h.update(f"{f.name}\0{ckpt.file_sha256(f)}\n".encode())
-    return "sha256:" + h.hexdigest()
-
-
-def config_mismatch(cfg: TrainConfig, state: dict[str, Any], data_digest: str,
-                    model_id: Optional[str] = None) -> Optional[str]:
-    """Why the checkpoint ``state`` cannot be resumed with ``cfg`` (None if it can).
-
-    Compared: every option that changes the result (not RESUME_FREE), the initial model's
-    identity and the training questions. A key that the checkpoint's config lacks (an option
-    added since) counts as its default. Checkpoints made before model identities were recorded
-    compare the model's path instead."""
-    old, new = state["config"], cfg.to_dict()
-    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not dataclasses.MISSING}
-    ignored = RESUME_FREE | (INPUT_PATHS if "model_identity" in state else INPUT_PATHS - {"model"})
-    diff = sorted(k for k in set(old) | set(new)
-                  if k not in ignored and _as_saved(old.get(k, defaults.get(k))) != _as_saved(new.get(k)))
-    if cfg.lr_schedule == "cosine" and old.get("steps") != cfg.steps:
-        diff.append("steps")
-    if diff:
-        return f"was made with a different config ({', '.join(diff)})"
-    if model_id is not None and state.get("model_identity", model_id) != model_id:
-        return f"was made from another initial model than {cfg.model} (its config, tokenizer or weights differ)"
-    if state.get("data_digest") != data_digest:
-        return f"was trained on other questions than {cfg.train_data}"
-    return None
-
-
-def _as_saved(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-def resume_point(cfg: TrainConfig, out: Path, data_digest: str, model_id: str) -> Optional[Path]:
-    """The checkpoint this run goes on from, or None for a fresh start. Nothing is deleted:
-
-    * a checkpoint that fails verification (obe.core.checkpoint.verify names the file) is moved to
-      ``checkpoints/corrupt/`` and the next older one is tried;
-    * checkpoints past ``cfg.steps`` (the run was made shorter) go to ``superseded/`` with a
-      copy of the logs;
-    * a checkpoint made with another config is refused, or with ``--on-config-change restart``
-      the whole run (RUN_OUTPUTS) goes to ``superseded/`` and training starts over."""
-    ck_root = out / "checkpoints"
-
-    def say(msg: str) -> None:
-        print(f"obe.train: {msg}", file=sys.stderr, flush=True)
-
-    last = ckpt.newest_verified(ck_root, on_skip=say)
-    if last is None:
-        return None
-    try:
-        state = ckpt.read_state(last)
-    except ValueError as exc:  # verified bytes of another format or version
-        raise ckpt.ResumeError(f"{exc}; move it aside to resume from an older one, or use another --out") from None
-    why = config_mismatch(cfg, state, data_digest, model_id)
-    if why is not None:
-        if cfg.on_config_change != "restart":
-            raise SystemExit(f"{out}: checkpoint {last.name} {why}; use another --out, the same options, "
-                             f"or --on-config-change restart (which sets this run aside in {out / 'superseded'})")
-        aside = ckpt.supersede(out, f"checkpoint {last.name} {why}", move=[out / name for name in RUN_OUTPUTS])
-        say(f"checkpoint {last.name} {why}; starting over (the previous run is kept in {aside})")
-        return None
-    beyond = [p for p in ckpt.list_checkpoints(ck_root) if ckpt.checkpoint_step(p) > cfg.steps]
-    if beyond:
-        aside = ckpt.supersede(out, f"the run was shortened to {cfg.steps} steps", move=beyond,
-                               copy=[out / "metrics.jsonl", out / "rollouts.jsonl"])
-        say(f"{', '.join(p.name for p in beyond)} lie past --steps {cfg.steps}; moved to {aside}")
-        last = ckpt.newest_verified(ck_root, on_skip=say)
-    return last
-
-
-def done_record(out: str | Path) -> dict[str, Any]:
-    """The done.json of a finished run in ``out``; raises SystemExit if it is not finished.
-
-    ``snapshots`` lists the snapshots of the run's planned ``save_steps``; others left from an
-    earlier plan (e.g. before ``steps`` grew) are listed as ``unplanned_snapshots``."""
-    out = Path(out).resolve()
-    cfg = read_run_config(out)
-    last = next((p for p in reversed(ckpt.list_checkpoints(out / "checkpoints")) if ckpt.verify(p, deep=False) is None),
-                None)
-    return finished_record(out, cfg, ckpt.read_state(last)["step"] if last else 0)
-
-
-def read_run_config(out: Path) -> dict[str, Any]:
-    """The resolved config.json of the run in ``out`` (SystemExit naming the file if unreadable)."""
-    try:
-        return json.loads((out / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"{out}: run not started or its config.json is unreadable ({exc})") from None
-
-
-def finished_record(out: Path, cfg: dict[str, Any], step: int) -> dict[str, Any]:
-    """done.json of the run in ``out`` whose newest good checkpoint is at ``step`` (both backends);
-    SystemExit if it is not finished."""
-    if step != cfg["steps"] or not (out / "final" / "config.json").is_file():
-        raise SystemExit(f"{out}: run not finished (checkpoint step {step} of {cfg['steps']})")
-    rows = read_json_lines(out / "metrics.jsonl")
-    planned = set(cfg.get("save_steps", []))
-    snaps = sorted((out / "snapshots").glob("step_*"), key=lambda p: p.name)
-    is_planned = lambda p: p.name.removeprefix("step_").isdigit() and int(p.name[5:]) in planned  # noqa: E731
-    return {"steps": step, "method": cfg["method"], "seed": cfg["seed"], "final": str(out / "final"),
-            "snapshots": [str(p) for p in snaps if is_planned(p)],
-            "unplanned_snapshots": [str(p) for p in snaps if not is_planned(p)], "metrics_rows": len(rows),
-            "last_metrics": {k: v for k, v in rows[-1].items() if k not in TIMING_KEYS} if rows else {}}
-
-
-def _mean(xs: list[float]) -> Optional[float]:
-    return sum(xs) / len(xs) if xs else None
-
-
-def _test_hold_after_step(method: str, step: int, resumed: bool, stop: dict) -> None:
-    """TESTING ONLY (tests/test_slurm.py): with OBE_TEST_HOLD_AFTER_STEP=METHOD:STEP, a fresh
-    (not resumed) run of that method waits after step STEP until a signal comes (at most 10
-    minutes), so that its job outlives a 1-minute Slurm time limit at a known step whatever the
-    machine's speed; the resumed run does not wait. Changes no result; never set it in real runs."""
-    target, _, at = os.environ.get("OBE_TEST_HOLD_AFTER_STEP", "").partition(":")
-    if target != method or resumed or step != int(at or 0):
-        return
-    end = time.monotonic() + 600
-    while stop["signal"] is None and time.monotonic() < end:
-        time.sleep(0.1)
+from obe.engines.models import ModelConfig, build_prompts, prompt_adds_special_tokens
+from obe.engines.rollout import answer_token_mask, generate_rollouts
+from obe.grading import ExtractConfig, grade
+from obe.rl.advantages import binary_rewards
+from obe.rl.bonuses import apply_exploration
+from obe.rl.counts import OutcomeCounts
+from obe.rl.loss import policy_loss, token_entropy, token_logprobs
+from obe.tasks.synthetic import rollout_metrics as task_rollout_metrics
+from obe.training.config import TrainConfig, resolve_config
+from obe.training.metrics import (COMPLETION_COLUMNS, cumulative_metrics, distinct_answers, group_metrics,
+                                  print_metric_keys)
+from obe.training.numerics import (autocast_factory, batch_indices, compute_dtype_of, engine_for, forward_logits,
+                                   lr_lambda, peak_memory_gb)
+from obe.training.run_dir import data_digest, done_record, model_identity, resume_point
 
 
 class NonFiniteLoss(RuntimeError):
@@ -553,7 +88,7 @@ class NonFiniteLoss(RuntimeError):
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from obe.core.records import read_jsonl
     from obe.core.tracking import relog_rows, resumable_run_id, run_name, start_run
@@ -570,40 +105,21 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     records = read_jsonl(cfg.train_data)
     if not records:
         raise SystemExit(f"{cfg.train_data}: no training questions")
-    data_digest = hashlib.sha256("\n".join(r.id for r in records).encode()).hexdigest()
-    model_id = model_identity(cfg.model)
-    last = resume_point(cfg, out, data_digest, model_id)  # verified; bad or superseded ones moved aside
+    digest, model_id = data_digest(records), model_identity(cfg.model)
+    last = resume_point(cfg, out, digest, model_id)  # verified; bad or superseded ones moved aside
     resumed = last is not None
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     dev = torch.device(cfg.device)
-    # Mixed precision: see master_weights in HELP. The compute dtype is the model's (bf16 in the
-    # GPU presets); fp32 master weights keep AdamW updates that are smaller than bf16's resolution
-    # (lr 1e-6 on weights of size ~0.01), at 16 bytes per parameter instead of 8.
-    compute_dtype = compute_dtype_of(cfg)
-    param_dtype = torch.float32 if cfg.master_weights == "float32" else compute_dtype
-    model = AutoModelForCausalLM.from_pretrained(str(last / "model") if last else cfg.model, dtype=param_dtype)
-    model.to(dev).train()
-    if cfg.gradient_checkpointing:  # transformers >= 5.2x renamed it; the GPU pin (5.17) has the old name
-        if hasattr(model, "activation_checkpointing_enable"):
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    lean = resolve_engine(engine_for(cfg, compute_dtype), model, dev)
-    print(f"obe.train: engine {'lean (obe.engines.fastlm)' if lean else 'hf'}; weights {param_dtype}, compute {compute_dtype}"
-          f"{', gradient checkpointing' if cfg.gradient_checkpointing else ''}", file=sys.stderr, flush=True)
-    precision = autocast_factory(dev, param_dtype, compute_dtype)
-    ref = None
-    if cfg.beta > 0:  # no gradients: held in the compute dtype
-        ref = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=compute_dtype).to(dev).eval().requires_grad_(False)
-    ref_lean = LeanLM(ref) if (ref is not None and lean is not None) else None
+    policy = load_policy(cfg, last, dev)
+    model = policy.model
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     counts, solved, step, data_pos = OutcomeCounts(), set(), 0, 0
     metrics_path, rollouts_path = out / "metrics.jsonl", out / "rollouts.jsonl"
-    if last is not None:  # resume
+    if resumed:
         state = ckpt.load_checkpoint(last, optimizer=optimizer, scheduler=scheduler)
         step, data_pos = state["step"], state["data_pos"]
         counts, solved = OutcomeCounts.from_dict(state["counts"]), set(state["solved"])
@@ -614,25 +130,24 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         ckpt.truncate_file(metrics_path, 0)
         ckpt.truncate_file(rollouts_path, 0)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    if last is None:  # every RNG the checkpoint saves is seeded, so identical runs save identical states
+    if not resumed:  # every RNG the checkpoint saves is seeded, so identical runs save identical states
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
     explore, adv_cfg, loss_cfg, roll_cfg = cfg.exploration(), cfg.advantage(), cfg.loss(), cfg.rollout()
+    extract = ExtractConfig(cfg.reward_extract)
     # The prompts evaluation samples with (obe.engines.models.build_prompts, chat template included).
     prompt_cfg = ModelConfig(name_or_path=cfg.model, prompt_template=cfg.prompt_template,
                              use_chat_template=cfg.use_chat_template, system_prompt=cfg.system_prompt or None)
     prompt_ids = tokenize_prompts(tokenizer, build_prompts(tokenizer, [r.problem for r in records], prompt_cfg),
                                   prompt_adds_special_tokens(tokenizer, prompt_cfg))
-    distinct_q: dict[str, int] = {}  # question -> distinct (non-sentinel) answers ever sampled
-    for q, k, _ in counts:
-        distinct_q[q] = distinct_q.get(q, 0) + (k not in SENTINEL_KEYS)
+    distinct_q = distinct_answers(counts, dict.fromkeys(q for q, _, _ in counts))  # question -> distinct answers
     metrics_f, rollouts_f = open(metrics_path, "a"), open(rollouts_path, "a")
     # One W&B run per training run: a resume continues it (re-logging the kept rows), a restart makes a new one.
     tracker = start_run(stage="train", name=run_name(cfg.method, cfg.seed), config=cfg.to_dict(),
                         experiment=cfg.experiment, wandb_dir=cfg.wandb_dir, tags=[cfg.method],
-                        run_id=resumable_run_id(out, resume=last is not None))
-    if last is not None:
+                        run_id=resumable_run_id(out, resume=resumed))
+    if resumed:
         relog_rows(tracker, metrics_path)
     stop = {"signal": None}
 
@@ -644,16 +159,19 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         for f in (metrics_f, rollouts_f):
             f.flush()
             os.fsync(f.fileno())
-        state = {"data_pos": data_pos, "data_digest": data_digest, "model_identity": model_id, "counts": counts.to_dict(), "solved": sorted(solved),
-                 "config": cfg.to_dict(), "metrics_bytes": metrics_path.stat().st_size,
+        state = {"data_pos": data_pos, "data_digest": digest, "model_identity": model_id, "counts": counts.to_dict(),
+                 "solved": sorted(solved), "config": cfg.to_dict(), "metrics_bytes": metrics_path.stat().st_size,
                  "rollouts_bytes": rollouts_path.stat().st_size}
         return ckpt.save_checkpoint(ck_root, at, model=model, tokenizer=tokenizer, optimizer=optimizer,
                                     scheduler=scheduler, state=state, keep=cfg.keep_checkpoints)
 
-    B, n = cfg.batch_questions, cfg.n
-    S = B * n
+    def last_good() -> str:
+        return str(ckpt.latest(ck_root) or "none")
+
+    B, group_size = cfg.batch_questions, cfg.n
+    S = B * group_size  # sequences per step, question-major: sample s answers question s // group_size
     progress = Progress(f"train {run_name(cfg.method, cfg.seed)}", cfg.steps, start=step)
-    mb = cfg.micro_batch if cfg.micro_batch > 0 else S
+    micro = cfg.micro_batch if cfg.micro_batch > 0 else S
     try:
         while step < cfg.steps:
             step += 1
@@ -665,22 +183,22 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
             # -- rollout -------------------------------------------------------------
             try:
-                with precision():
+                with policy.precision():
                     ro = generate_rollouts(model, tokenizer, [prompt_ids[i] for i in idx], roll_cfg,
-                                           derive_seed(cfg.seed, "rollout", step), lean=lean,
+                                           derive_seed(cfg.seed, "rollout", step), lean=policy.lean,
                                            max_sequences=cfg.rollout_batch)
             except RuntimeError as exc:  # sampling from NaN/inf logits: the policy diverged
                 if "nan" not in str(exc).lower():
                     raise
                 raise NonFiniteLoss(f"non-finite logits while sampling at step {step} ({exc}); "
-                                    f"the policy diverged. Last good checkpoint: {ckpt.latest(ck_root) or 'none'}") from None
+                                    f"the policy diverged. Last good checkpoint: {last_good()}") from None
             t1 = time.perf_counter()
 
             # -- reward --------------------------------------------------------------
-            graded = [grade(text, records[idx[s // n]].answer, config=ExtractConfig(cfg.reward_extract))
-                      for s, text in enumerate(ro.texts)]
-            keys_Bn = [[g.outcome_key for g in graded[b * n:(b + 1) * n]] for b in range(B)]
-            rewards_Bn = binary_rewards([[g.correct for g in graded[b * n:(b + 1) * n]] for b in range(B)])
+            graded = [grade(text, records[idx[s // group_size]].answer, config=extract) for s, text in enumerate(ro.texts)]
+            groups = [graded[b * group_size:(b + 1) * group_size] for b in range(B)]
+            keys_Bn = [[g.outcome_key for g in group] for group in groups]
+            rewards_Bn = binary_rewards([[g.correct for g in group] for group in groups])
             t2 = time.perf_counter()
 
             # -- advantage -----------------------------------------------------------
@@ -688,33 +206,22 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 rewards_Bn, keys_Bn, qids, counts, explore, adv_cfg, ro.completion_mask,
                 lambda: answer_token_mask(tokenizer, ro.completion_ids, ro.completion_mask, ro.texts))
 
-            # -- loss ----------------------------------------------------------------
+            # -- loss: mu updates on the whole batch, gradients accumulated over micro-batches --
             cm = ro.completion_mask
             total_tokens = float(cm.sum())
             norm = dict(total_tokens=total_tokens) if cfg.agg == "token_mean" else dict(num_sequences=float(S))
             dev_batch = [t.to(dev) for t in (ro.prompt_ids, ro.prompt_mask, ro.completion_ids, cm, adv_ST)]
-            chunks = [[t[i:i + mb] for t in dev_batch] for i in range(0, S, mb)]  # (P, P mask, C, C mask, adv)
-            old_lp, ref_lp = [None] * len(chunks), [None] * len(chunks)
-            with torch.no_grad():
-                for j, (p_ids, p_m, c_ids, c_m, _) in enumerate(chunks):
-                    if cfg.mu > 1:
-                        with precision():
-                            old_logits = forward_logits(model, p_ids, p_m, c_ids, c_m, lean)
-                        old_lp[j] = token_logprobs(old_logits, c_ids, cfg.temperature)
-                    if ref is not None:
-                        with precision():
-                            ref_logits = forward_logits(ref, p_ids, p_m, c_ids, c_m, ref_lean)
-                        ref_lp[j] = token_logprobs(ref_logits, c_ids, cfg.temperature)
+            chunks = [[t[i:i + micro] for t in dev_batch] for i in range(0, S, micro)]  # (P, P mask, C, C mask, adv)
+            old_lp, ref_lp = fixed_logprobs(policy, chunks, cfg.temperature, old=cfg.mu > 1)
             ent_parts: list[torch.Tensor] = []
-            acc: dict[str, float] = {"loss": 0.0, "grad_norm": 0.0, "kl": 0.0, "clip": 0.0, "low": 0.0, "high": 0.0, "tok": 0.0}
-            for it in range(cfg.mu):
+            acc = {"loss": 0.0, "grad_norm": 0.0, "kl": 0.0, "clip": 0.0, "low": 0.0, "high": 0.0, "tok": 0.0}
+            for update in range(cfg.mu):
                 optimizer.zero_grad(set_to_none=True)
                 loss_sum = 0.0
                 for j, (p_ids, p_m, c_ids, c_m, adv) in enumerate(chunks):
-                    with precision():
-                        logits = forward_logits(model, p_ids, p_m, c_ids, c_m, lean)
+                    logits = policy.logits(p_ids, p_m, c_ids, c_m)
                     logp = token_logprobs(logits, c_ids, cfg.temperature)
-                    if it == 0:
+                    if update == 0:
                         with torch.no_grad():
                             ent_parts.append((token_entropy(logits.detach(), cfg.temperature) * c_m).sum(dim=1).cpu())
                     loss, st = policy_loss(logp, old_lp[j], adv, c_m, ref_logp_BT=ref_lp[j], **vars(loss_cfg), **norm)
@@ -726,19 +233,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     acc["tok"] += w
                     for k, sk in (("clip", "clip_frac"), ("low", "clip_frac_low"), ("high", "clip_frac_high"), ("kl", "kl_mean")):
                         acc[k] += st.get(sk, 0.0) * w
-                gn = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
 
                 # -- step ----------------------------------------------------------------
-                if not (math.isfinite(loss_sum) and math.isfinite(float(gn))):
-                    good = ckpt.latest(ck_root)
-                    raise NonFiniteLoss(f"non-finite loss at step {step} (loss={loss_sum}, grad_norm={float(gn)}); "
-                                        f"stopping without an update. Last good checkpoint: {good or 'none'}")
+                if not (math.isfinite(loss_sum) and math.isfinite(float(grad_norm))):
+                    raise NonFiniteLoss(f"non-finite loss at step {step} (loss={loss_sum}, grad_norm={float(grad_norm)}); "
+                                        f"stopping without an update. Last good checkpoint: {last_good()}")
                 optimizer.step()
                 if not bool(torch.stack([p.detach().abs().amax() for p in params]).isfinite().all()):
                     raise NonFiniteLoss(f"non-finite weights after the update of step {step}; "
-                                        f"not saved. Last good checkpoint: {ckpt.latest(ck_root) or 'none'}")
+                                        f"not saved. Last good checkpoint: {last_good()}")
                 acc["loss"] += loss_sum / cfg.mu
-                acc["grad_norm"] += float(gn) / cfg.mu
+                acc["grad_norm"] += float(grad_norm) / cfg.mu
             scheduler.step()
             t3 = time.perf_counter()
 
@@ -746,62 +252,48 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             ent_S = torch.cat(ent_parts)
             correct_S = rewards_Bn.reshape(-1) > 0.5
             n_tok_S = cm.sum(dim=1).float()
-            solved_B = rewards_Bn.amax(dim=1) > 0.5
-            for q, ok in zip(qids, solved_B.tolist()):
+            for q, ok in zip(qids, (rewards_Bn.amax(dim=1) > 0.5).tolist()):
                 if ok:
                     solved.add(q)
-            distinct_B = [len({k for k in ks if k not in SENTINEL_KEYS}) for ks in keys_Bn]
-            for q in set(qids):
-                distinct_q[str(q)] = sum(k not in SENTINEL_KEYS for k in counts.question_counts(q))
+            distinct_q.update(distinct_answers(counts, set(qids)))
             tok = max(acc["tok"], 1.0)
             ent_tok = lambda m: float(ent_S[m].sum() / n_tok_S[m].sum().clamp(min=1)) if bool(m.any()) else None  # noqa: E731
             row = {
                 "step": step, "epoch": data_pos / len(records), "loss": acc["loss"],
-                "kl": acc["kl"] / tok if ref is not None else None,
+                "kl": acc["kl"] / tok if policy.ref is not None else None,
                 "entropy": ent_tok(torch.ones(S, dtype=torch.bool)), "entropy/correct": ent_tok(correct_S),
                 "entropy/incorrect": ent_tok(~correct_S),
                 "clip_ratio": acc["clip"] / tok, "clip_ratio/low": acc["low"] / tok, "clip_ratio/high": acc["high"] / tok,
                 "grad_norm": acc["grad_norm"], "lr": lr,
-                "reward": float(rewards_Bn.mean()),
-                "reward_std": float(rewards_Bn.std(dim=1, correction=1 if cfg.std == "sample" else 0).nan_to_num(0.0).mean()),
-                "frac_reward_zero_std": float((rewards_Bn.amax(dim=1) == rewards_Bn.amin(dim=1)).float().mean()),
-                "frac_groups_solved": float(solved_B.float().mean()),
-                "bonus/mean": float(bonus_Bn.mean()), "bonus/min": float(bonus_Bn.min()), "bonus/max": float(bonus_Bn.max()),
-                "advantage/mean": float(sample_adv_Bn.mean()),
-                "answers/distinct_per_group": _mean(distinct_B),
-                "answers/distinct_solved": _mean([d for d, s in zip(distinct_B, solved_B.tolist()) if s]),
-                "answers/distinct_unsolved": _mean([d for d, s in zip(distinct_B, solved_B.tolist()) if not s]),
-                "answers/no_answer_frac": sum(g.outcome_key in SENTINEL_KEYS for g in graded) / S,
-                "cumulative/questions_solved": len(solved), "cumulative/questions_seen": counts.num_questions(),
-                "cumulative/distinct_answers": _mean(list(distinct_q.values())),
-                "cumulative/distinct_answers_unsolved": _mean([v for q, v in distinct_q.items() if q not in solved]),
-                "counts/entries": counts.num_entries(),
+                **group_metrics(rewards_Bn, keys_Bn, bonus_Bn, sample_adv_Bn, cfg.std),
+                **cumulative_metrics(counts, solved, distinct_q),
                 "completions/mean_length": float(n_tok_S.mean()), "completions/max_length": int(n_tok_S.max()),
                 "completions/min_length": int(n_tok_S.min()), "completions/clipped_ratio": float(ro.truncated.float().mean()),
                 "num_tokens": int(total_tokens),
             }
             # the task's own rollout metrics (the synthetic task: its shared convention's reading rate)
-            row.update(task_rollout_metrics([records[idx[s // n]].problem for s in range(S)], ro.texts))
+            row.update(task_rollout_metrics([records[idx[s // group_size]].problem for s in range(S)], ro.texts))
             t4 = time.perf_counter()
             row.update({"perf/tokens_per_sec": total_tokens / (t4 - t0), "perf/peak_memory_gb": peak_memory_gb(dev),
                         "time/generate": t1 - t0, "time/grade": t2 - t1, "time/update": t3 - t2, "time/step": t4 - t0})
             metrics_f.write(json.dumps(row) + "\n")
             metrics_f.flush()
             for s, g in enumerate(graded):
-                rollouts_f.write(json.dumps({"question_id": qids[s // n], "step": step, "sample_index": s % n,
-                                             "outcome_key": g.outcome_key, "correct": g.correct,
-                                             "num_tokens": int(n_tok_S[s])}) + "\n")
+                rollouts_f.write(json.dumps({"question_id": qids[s // group_size], "step": step,
+                                             "sample_index": s % group_size, "outcome_key": g.outcome_key,
+                                             "correct": g.correct, "num_tokens": int(n_tok_S[s])}) + "\n")
             rollouts_f.flush()
             tracker.log({k: v for k, v in row.items() if v is not None}, step=step)
             if cfg.log_completions_every and (step == 1 or step % cfg.log_completions_every == 0):
                 bonus_S = bonus_Bn.reshape(-1).tolist()
                 tracker.log_table("completions", COMPLETION_COLUMNS, [
-                    [step, qids[s // n], records[idx[s // n]].problem, ro.texts[s], g.answer, g.correct, bonus_S[s],
-                     counts.count(qids[s // n], g.outcome_key)] for s, g in enumerate(graded)], step=step)
+                    [step, qids[s // group_size], records[idx[s // group_size]].problem, ro.texts[s], g.answer,
+                     g.correct, bonus_S[s], counts.count(qids[s // group_size], g.outcome_key)]
+                    for s, g in enumerate(graded)], step=step)
             progress.update(step, reward=row["reward"], distinct=row["answers/distinct_per_group"],
                             tokens_per_s=round(row["perf/tokens_per_sec"]))
-
             _test_hold_after_step(cfg.method, step, resumed, stop)
+
             # -- save ----------------------------------------------------------------
             if step in cfg.save_steps:
                 ckpt.save_hf_dir(out / "snapshots" / f"step_{step}", model, tokenizer)
@@ -824,10 +316,80 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             signal.signal(s, h)
 
 
-def print_metric_keys() -> None:
-    """``--list-metrics`` of both trainers: every key of a metrics row with its meaning."""
-    for key, desc in METRICS.items():
-        print(f"{key:40s} {desc}")
+@dataclass
+class Policy:
+    """The model being trained and how its forward passes run: ``lean`` (obe.engines.fastlm, or
+    None for HF), ``precision`` (autocast to the compute dtype, or a no-op) and the frozen
+    reference model of the KL term (None when beta = 0)."""
+
+    model: Any
+    lean: Optional[LeanLM]
+    precision: Callable
+    ref: Any = None
+    ref_lean: Optional[LeanLM] = None
+
+    def logits(self, prompt_ids, prompt_mask, comp_ids, comp_mask) -> torch.Tensor:
+        with self.precision():
+            return forward_logits(self.model, prompt_ids, prompt_mask, comp_ids, comp_mask, self.lean)
+
+    def ref_logits(self, prompt_ids, prompt_mask, comp_ids, comp_mask) -> torch.Tensor:
+        with self.precision():
+            return forward_logits(self.ref, prompt_ids, prompt_mask, comp_ids, comp_mask, self.ref_lean)
+
+
+def load_policy(cfg: TrainConfig, checkpoint: Optional[Path], dev: torch.device) -> Policy:
+    """The policy (from ``checkpoint``'s model, else ``cfg.model``) on ``dev`` in train mode, and
+    the reference model when ``cfg.beta > 0``.
+
+    Mixed precision (``--master-weights``): the compute dtype is the model's (bf16 in the GPU
+    presets); fp32 master weights keep AdamW updates that are smaller than bf16's resolution
+    (lr 1e-6 on weights of size ~0.01), at 16 bytes per parameter instead of 8."""
+    from transformers import AutoModelForCausalLM
+
+    compute_dtype = compute_dtype_of(cfg)
+    param_dtype = torch.float32 if cfg.master_weights == "float32" else compute_dtype
+    model = AutoModelForCausalLM.from_pretrained(str(checkpoint / "model") if checkpoint else cfg.model, dtype=param_dtype)
+    model.to(dev).train()
+    if cfg.gradient_checkpointing:  # transformers >= 5.2x renamed it; the GPU pin (5.17) has the old name
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    lean = resolve_engine(engine_for(cfg, compute_dtype), model, dev)
+    print(f"obe.train: engine {'lean (obe.engines.fastlm)' if lean else 'hf'}; weights {param_dtype}, compute {compute_dtype}"
+          f"{', gradient checkpointing' if cfg.gradient_checkpointing else ''}", file=sys.stderr, flush=True)
+    policy = Policy(model, lean, autocast_factory(dev, param_dtype, compute_dtype))
+    if cfg.beta > 0:  # no gradients: held in the compute dtype
+        policy.ref = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=compute_dtype).to(dev).eval().requires_grad_(False)
+        policy.ref_lean = LeanLM(policy.ref) if lean is not None else None
+    return policy
+
+
+@torch.no_grad()
+def fixed_logprobs(policy: Policy, chunks: list, temperature: float, *, old: bool) -> tuple[list, list]:
+    """Per micro-batch, the log-probs the loss holds fixed: the behaviour policy's (only with
+    ``old``, i.e. mu > 1; with one update the loss detaches the current ones) and the reference
+    model's (only with a reference); None where absent."""
+    old_lp, ref_lp = [None] * len(chunks), [None] * len(chunks)
+    for j, (p_ids, p_m, c_ids, c_m, _) in enumerate(chunks):
+        if old:
+            old_lp[j] = token_logprobs(policy.logits(p_ids, p_m, c_ids, c_m), c_ids, temperature)
+        if policy.ref is not None:
+            ref_lp[j] = token_logprobs(policy.ref_logits(p_ids, p_m, c_ids, c_m), c_ids, temperature)
+    return old_lp, ref_lp
+
+
+def _test_hold_after_step(method: str, step: int, resumed: bool, stop: dict) -> None:
+    """TESTING ONLY (tests/test_slurm.py): with OBE_TEST_HOLD_AFTER_STEP=METHOD:STEP, a fresh
+    (not resumed) run of that method waits after step STEP until a signal comes (at most 10
+    minutes), so that its job outlives a 1-minute Slurm time limit at a known step whatever the
+    machine's speed; the resumed run does not wait. Changes no result; never set it in real runs."""
+    target, _, at = os.environ.get("OBE_TEST_HOLD_AFTER_STEP", "").partition(":")
+    if target != method or resumed or step != int(at or 0):
+        return
+    end = time.monotonic() + 600
+    while stop["signal"] is None and time.monotonic() < end:
+        time.sleep(0.1)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -59,7 +59,8 @@ class SamplingConfig:
 
     temperature 0 means greedy decoding. batch_size is sequences (prompt x sample rows) per
     ``generate`` call for ``hf``; for ``vllm`` a batch holds ``max(1, batch_size // n)``
-    whole questions.
+    whole questions. max_new_tokens 512 is the budget for evaluating real models (MATH solutions
+    run to hundreds of tokens); the trainers' rollouts take theirs from obe.engines.rollout.RolloutConfig.
     """
 
     temperature: float = 1.0

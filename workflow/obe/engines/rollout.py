@@ -35,6 +35,9 @@ class RolloutConfig:
     n: samples per question; temperature > 0 (pure sampling, top-k off); top_p in (0, 1];
     max_new_tokens: completion budget (a sample that hits it is "truncated");
     prompt_template: text with ``{problem}`` (replaced literally, as :mod:`obe.engines.models`).
+    These defaults are the trainers' (obe.training.config.TrainConfig takes them from here); the
+    sampling stage's budget (obe.engines.generation.SamplingConfig, 512) is for evaluating real
+    models and stays separate.
     """
 
     n: int = 8

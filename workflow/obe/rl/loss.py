@@ -38,12 +38,14 @@ AGGREGATIONS: tuple[str, ...] = ("token_mean", "seq_mean_token_mean", "dr_grpo")
 class LossConfig:
     """Options of :func:`policy_loss` (``policy_loss(..., **vars(cfg))``).
 
-    eps_high = 0.28 gives DAPO's clip-higher; max_completion_length is the generation
-    limit, used only by ``dr_grpo`` (defaults to the batch's padded T when None).
+    The defaults are the trainers' (obe.training.config.TrainConfig takes them from here):
+    eps_high = 0.28 is DAPO's clip-higher (eps_high = eps_low = 0.2 gives PPO's symmetric clip);
+    max_completion_length is the generation limit, used only by ``dr_grpo`` (defaults to the
+    batch's padded T when None).
     """
 
     eps_low: float = 0.2
-    eps_high: float = 0.2
+    eps_high: float = 0.28
     beta: float = 0.0
     agg: str = "token_mean"
     max_completion_length: Optional[int] = None
@@ -106,10 +108,10 @@ def policy_loss(
     mask_BT: torch.Tensor,
     *,
     ref_logp_BT: Optional[torch.Tensor] = None,
-    eps_low: float = 0.2,
-    eps_high: float = 0.2,
-    beta: float = 0.0,
-    agg: str = "token_mean",
+    eps_low: float = LossConfig.eps_low,
+    eps_high: float = LossConfig.eps_high,
+    beta: float = LossConfig.beta,
+    agg: str = LossConfig.agg,
     max_completion_length: Optional[int] = None,
     total_tokens: Optional[float] = None,
     num_sequences: Optional[float] = None,
