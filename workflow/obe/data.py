@@ -231,13 +231,14 @@ def load_files(source: str, paths: Sequence[Path], exclude: Sequence[Path] = ())
     return out
 
 
-def synthetic_rows(split: str, n: int, seed: int, difficulty: int | None) -> Rows:
+def synthetic_rows(split: str, num_questions: int, seed: int, difficulty: int | None) -> Rows:
     """Rows from ``obe.tasks.synthetic.make_split`` (imported here: real data does not need it);
     ``difficulty=None`` leaves that module's default."""
     from obe.tasks.synthetic import make_split
 
     tag = f"synthetic/{split}"
-    records = make_split(split, n, seed) if difficulty is None else make_split(split, n, seed, difficulty)
+    records = (make_split(split, num_questions, seed) if difficulty is None
+               else make_split(split, num_questions, seed, difficulty))
     return [(Where(tag, i, tag), r.to_dict()) for i, r in enumerate(records, start=1)]
 
 

@@ -196,28 +196,28 @@ def to_record(q: Question) -> Record:
     )
 
 
-def make_split(split: str, n: int, seed: int, difficulty: int = DEFAULT_DIFFICULTY) -> list[Record]:
-    """``n`` distinct questions of ``split`` ("train" or "test"), deterministic in ``seed``.
+def make_split(split: str, num_questions: int, seed: int, difficulty: int = DEFAULT_DIFFICULTY) -> list[Record]:
+    """``num_questions`` distinct questions of ``split`` ("train" or "test"), deterministic in ``seed``.
 
     Train and test never share a problem (the split is a hash of the problem text), and a
-    list never repeats one. Raises ``ValueError`` when the split holds fewer than ``n``
-    questions at this difficulty (only plausible for difficulty 1: ~560 questions, ~140 test).
+    list never repeats one. Raises ``ValueError`` when the split holds fewer than
+    ``num_questions`` questions at this difficulty (only plausible for difficulty 1: ~560 questions, ~140 test).
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     _check_difficulty(difficulty)
-    n = int(n)
+    wanted = int(num_questions)
     rng = random.Random(int(_digest(f"make_split|{seed}|{difficulty}")[:16], 16))
     seen: set[str] = set()
     out: list[Record] = []
     misses = 0
-    while len(out) < n:
+    while len(out) < wanted:
         q = random_question(rng, difficulty)
         p = q.problem
         if p in seen or split_of(p) != split:
             misses += 1
-            if misses > 50 * n + 10_000:
-                raise ValueError(f"could not draw {n} distinct {split} questions at difficulty {difficulty}")
+            if misses > 50 * wanted + 10_000:
+                raise ValueError(f"could not draw {wanted} distinct {split} questions at difficulty {difficulty}")
             continue
         seen.add(p)
         out.append(to_record(q))
