@@ -69,7 +69,7 @@ def batch(n_per_prompt=3, T=7, seed=0):
 
 
 def hf_completion_logits(model, p_ids, p_mask, c_ids, c_mask):
-    """The trainer's reference forward (obe.train.forward_logits with the HF model)."""
+    """The trainer's reference forward (obe.training.numerics.forward_logits with the HF model)."""
     from obe.training.numerics import forward_logits
 
     return forward_logits(model, p_ids, p_mask, c_ids, c_mask)

@@ -208,9 +208,14 @@ def test_kill_9_during_training_then_recovery_commands_give_the_uninterrupted_ou
     seed = random.randrange(10**6)
     delay = random.Random(seed).uniform(0.0, 2.0)
     log = tmp_path / "fault.log"
+    # On an idle machine a smoke run trains in about a second, so a kill up to 2 s in could come
+    # after training ended: the fresh grpo run waits after step 3 (between its checkpoints at
+    # steps 2 and 4) until the kill, so at least one run is always cut mid-way; the other runs
+    # are killed wherever the random delay finds them. The resumed run does not wait.
+    env = dict(run_env(), OBE_TEST_HOLD_AFTER_STEP="grpo:3")
     with open(log, "w") as fh:
         # a process group of its own, as a batch job's: the kill takes Snakemake and every job
-        proc = subprocess.Popen([*snakemake_cmd(), "--cores", "2", *SMOKE], cwd=fault_tree, env=run_env(),
+        proc = subprocess.Popen([*snakemake_cmd(), "--cores", "2", *SMOKE], cwd=fault_tree, env=env,
                                 stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             deadline = time.monotonic() + 300

@@ -380,10 +380,11 @@ def fixed_logprobs(policy: Policy, chunks: list, temperature: float, *, old: boo
 
 
 def _test_hold_after_step(method: str, step: int, resumed: bool, stop: dict) -> None:
-    """TESTING ONLY (tests/test_slurm.py): with OBE_TEST_HOLD_AFTER_STEP=METHOD:STEP, a fresh
-    (not resumed) run of that method waits after step STEP until a signal comes (at most 10
-    minutes), so that its job outlives a 1-minute Slurm time limit at a known step whatever the
-    machine's speed; the resumed run does not wait. Changes no result; never set it in real runs."""
+    """TESTING ONLY (tests/test_slurm.py, tests/test_faults.py): with
+    OBE_TEST_HOLD_AFTER_STEP=METHOD:STEP, a fresh (not resumed) run of that method waits after
+    step STEP until a signal comes (at most 10 minutes), so that its job outlives a 1-minute Slurm
+    time limit, or a kill -9, at a known step whatever the machine's speed; the resumed run does
+    not wait. Changes no result; never set it in real runs."""
     target, _, at = os.environ.get("OBE_TEST_HOLD_AFTER_STEP", "").partition(":")
     if target != method or resumed or step != int(at or 0):
         return
