@@ -75,7 +75,7 @@ from obe.rl.counts import OutcomeCounts
 from obe.rl.loss import policy_loss, token_entropy, token_logprobs
 from obe.tasks.synthetic import rollout_metrics as task_rollout_metrics
 from obe.training.config import TrainConfig, resolve_config
-from obe.training.metrics import (COMPLETION_COLUMNS, cumulative_metrics, distinct_answers, group_metrics,
+from obe.training.metrics import (COMPLETION_COLUMNS, cumulative_metrics, distinct_answers_per_question, group_metrics,
                                   print_metric_keys)
 from obe.training.numerics import (autocast_factory, batch_indices, compute_dtype_of, engine_for, forward_logits,
                                    lr_lambda, peak_memory_gb)
@@ -141,7 +141,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                              use_chat_template=cfg.use_chat_template, system_prompt=cfg.system_prompt or None)
     prompt_ids = tokenize_prompts(tokenizer, build_prompts(tokenizer, [r.problem for r in records], prompt_cfg),
                                   prompt_adds_special_tokens(tokenizer, prompt_cfg))
-    distinct_q = distinct_answers(counts, dict.fromkeys(q for q, _, _ in counts))  # question -> distinct answers
+    distinct_q = distinct_answers_per_question(counts, dict.fromkeys(q for q, _, _ in counts))  # question -> distinct answers
     metrics_f, rollouts_f = open(metrics_path, "a"), open(rollouts_path, "a")
     # One W&B run per training run: a resume continues it (re-logging the kept rows), a restart makes a new one.
     tracker = start_run(stage="train", name=run_name(cfg.method, cfg.seed), config=cfg.to_dict(),
@@ -255,7 +255,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             for q, ok in zip(qids, (rewards_Bn.amax(dim=1) > 0.5).tolist()):
                 if ok:
                     solved.add(q)
-            distinct_q.update(distinct_answers(counts, set(qids)))
+            distinct_q.update(distinct_answers_per_question(counts, set(qids)))
             tok = max(acc["tok"], 1.0)
             ent_tok = lambda m: float(ent_S[m].sum() / n_tok_S[m].sum().clamp(min=1)) if bool(m.any()) else None  # noqa: E731
             row = {

@@ -62,7 +62,7 @@ from obe.engines.trl_trainer import (check_trl_version, grpo_args, latest_checkp
 from obe.grading import ExtractConfig
 from obe.rl.counts import OutcomeCounts
 from obe.training.config import TrainConfig, resolve_config
-from obe.training.metrics import (COMPLETION_COLUMNS, METRICS, cumulative_metrics, distinct_answers, group_metrics,
+from obe.training.metrics import (COMPLETION_COLUMNS, METRICS, cumulative_metrics, distinct_answers_per_question, group_metrics,
                                   print_metric_keys)
 from obe.training.numerics import peak_memory_gb
 from obe.training.run_dir import (RUN_OUTPUTS, config_mismatch, data_digest, finished_record, model_identity,
@@ -142,7 +142,7 @@ def run(cfg: TrainConfig, extra: dict[str, Any], *, rollout_func=None, on_end=No
         if state:
             relog_rows(tracker, metrics_path)
         progress = Progress(f"train {run_name(cfg.method, cfg.seed)} (trl)", cfg.steps, start=state["step"] if state else 0)
-    distinct_q = distinct_answers(counts, dict.fromkeys(q for q, _, _ in counts))  # question -> distinct answers
+    distinct_q = distinct_answers_per_question(counts, dict.fromkeys(q for q, _, _ in counts))  # question -> distinct answers
     pending: dict[str, Any] = {}  # the current batch, from the trainer (on_rollouts) and HF's logs (on_log)
     stop: dict[str, Any] = {"signal": None}
 
@@ -184,7 +184,7 @@ def run(cfg: TrainConfig, extra: dict[str, Any], *, rollout_func=None, on_end=No
                                          "clip_ratio/high_mean")}
         rows, qids, keys_Bn, rewards_Bn, res = (pending[k] for k in ("rows", "qids", "keys_Bn", "rewards_Bn", "result"))
         B, group_size = rewards_Bn.shape
-        distinct_q.update(distinct_answers(trainer.counts, set(qids)))
+        distinct_q.update(distinct_answers_per_question(trainer.counts, set(qids)))
         n_tok = torch.tensor([r[3] for r in rows], dtype=torch.float64)
         row = {
             "step": step, "epoch": step * B / len(records), "loss": logs.get("loss"),

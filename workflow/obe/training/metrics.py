@@ -10,6 +10,7 @@ from typing import Any, Iterable, Optional, Sequence
 import torch
 
 from obe.grading import SENTINEL_KEYS
+from obe.metrics import distinct_answers
 from obe.rl.counts import OutcomeCounts
 from obe.tasks.synthetic import ROLLOUT_METRICS as TASK_ROLLOUT_METRICS
 
@@ -92,11 +93,11 @@ def group_metrics(rewards_Bn: torch.Tensor, keys_Bn: list[list[str]], bonus_Bn: 
     }
 
 
-def distinct_answers(counts: OutcomeCounts, questions: Iterable[Any]) -> dict[str, int]:
+def distinct_answers_per_question(counts: OutcomeCounts, questions: Iterable[Any]) -> dict[str, int]:
     """Distinct (non-sentinel) answers ever sampled for each of ``questions``, from the count table:
     the entries of the ``cumulative/distinct_answers`` statistics (a trainer keeps one table and
     updates the batch's questions after each step)."""
-    return {str(q): sum(k not in SENTINEL_KEYS for k in counts.question_counts(q)) for q in questions}
+    return {str(q): distinct_answers(list(counts.question_counts(q))) for q in questions}
 
 
 def cumulative_metrics(counts: OutcomeCounts, solved: set[str], distinct_q: dict[str, int]) -> dict[str, Any]:
