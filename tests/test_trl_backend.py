@@ -587,3 +587,31 @@ def test_a_moved_project_resumes(setup, tmp_path):
     res = worker(moved_setup, moved / "run", "--checkpoint-every", "1", steps=3)
     assert "starting over" not in res.stderr and not (moved / "run" / "superseded").exists()
     assert [r["step"] for r in _rows(moved / "run" / "metrics.jsonl")] == [1, 2, 3]
+
+
+def test_completion_text_reads_strings_and_assistant_messages():
+    assert trl_trainer.completion_text("so \\boxed{3}") == "so \\boxed{3}"
+    assert trl_trainer.completion_text([{"role": "assistant", "content": "so \\boxed{3}"}]) == "so \\boxed{3}"
+    with pytest.raises(TypeError, match="not a completion"):
+        trl_trainer.completion_text([{"role": "assistant", "content": None}])
+    with pytest.raises(TypeError, match="not a completion"):
+        trl_trainer.completion_text(3)
+
+
+def test_chat_prompts_are_graded_on_the_completion_text(setup, tmp_path):
+    """With a chat template TRL hands the reward function assistant messages, not strings: the
+    rewards, outcome keys and rollouts must be those of the text (a list graded as is was
+    '<error>' with reward 0 on every sample)."""
+    from transformers import AutoTokenizer
+
+    model_dir = build_tiny_model(tmp_path / "m", seed=3, hidden_size=32, chat_template=CHAT_TEMPLATE)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    cfg = make_cfg(setup, tmp_path / "run", model=model_dir, steps=2, use_chat_template="always")
+    rendered = {r.problem: tok.apply_chat_template([{"role": "user", "content": render_template(TEMPLATE, r.problem)}],
+                                                   tokenize=False, add_generation_prompt=True) for r in setup["recs"]}
+    gold = {rendered[r.problem]: r.answer for r in setup["recs"]}
+    trl_backend.run(cfg, EXTRA, rollout_func=FixedRollouts(tok, gold, MAX_NEW))
+    rows = _rows(tmp_path / "run" / "rollouts.jsonl")
+    assert len(rows) == 2 * B * N
+    assert not any(r["outcome_key"] == "<error>" for r in rows)
+    assert any(r["correct"] for r in rows) and not all(r["correct"] for r in rows)

@@ -76,6 +76,8 @@ class FixedRollouts:
         out = {"prompt_ids": [], "completion_ids": [], "logprobs": None}
         seen: dict[str, int] = {}
         for i, p in enumerate(prompts):
+            if isinstance(p, list):  # chat messages (a chat-template model): the text the model sees
+                p = self.tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
             seen[p] = seen.get(p, -1) + 1
             pos = base + i if self.by == "position" else seen[p]
             out["prompt_ids"].append(self.tok(p)["input_ids"])

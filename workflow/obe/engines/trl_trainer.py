@@ -74,6 +74,20 @@ def check_trl_version() -> None:
 # -- the trainer ------------------------------------------------------------------------------
 
 
+def completion_text(completion: Any) -> str:
+    """The text of one TRL completion: TRL passes a string, or, when the prompts are chat
+    messages, the assistant message(s) it wraps the text in (``[{"role": "assistant",
+    "content": text}]``). Graded, masked and logged as text either way."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and all(isinstance(m, dict) for m in completion):
+        parts = [m.get("content") for m in completion if m.get("role") == "assistant"]
+        if parts and all(isinstance(p, str) for p in parts):
+            return "".join(parts)
+    raise TypeError(f"not a completion TRL makes (a string or assistant messages): {completion!r:.300}")
+
+
+
 def _make_trainer_class():
     from accelerate.utils import gather_object
     from trl import GRPOTrainer
@@ -106,8 +120,9 @@ def _make_trainer_class():
         def correct(self, prompts, completions, answer, question_id, **kwargs) -> list[float]:
             """Reward 1/0 by obe.grading.grade; keeps the graded results for the advantages."""
             t = time.perf_counter()
-            graded = [grade(c, a, config=self.extract) for c, a in zip(completions, answer)]
-            self._graded.extend(zip(question_id, graded, completions))
+            texts = [completion_text(c) for c in completions]
+            graded = [grade(c, a, config=self.extract) for c, a in zip(texts, answer)]
+            self._graded.extend(zip(question_id, graded, texts))
             self._grade_s += time.perf_counter() - t
             return [float(g.correct) for g in graded]
 
