@@ -11,7 +11,7 @@ import pytest
 from obe import grading as G
 from obe.grading import numeric, pool
 from obe.grading import (
-    ERROR_KEY, NO_ANSWER_KEY, SENTINEL_KEYS, TIMEOUT_KEY, ExtractConfig, GradeResult, extract, grade,
+    ERROR_KEY, NO_ANSWER_KEY, SENTINEL_KEYS, TIMEOUT_KEY, TOO_LONG_KEY, ExtractConfig, GradeResult, extract, grade,
     outcome_key, verify,
 )
 
@@ -178,7 +178,7 @@ def test_keys_one_per_class() -> None:
     assert outcome_key("\\{1,2\\}") != outcome_key("(1,2)")
     assert outcome_key("\\frac{1}{2^{98}}") != outcome_key("\\frac{1}{2^{99}}")
     assert outcome_key(None) == NO_ANSWER_KEY and outcome_key("  ") == NO_ANSWER_KEY
-    assert len({NO_ANSWER_KEY, TIMEOUT_KEY, ERROR_KEY}) == 3 and SENTINEL_KEYS == {NO_ANSWER_KEY, TIMEOUT_KEY, ERROR_KEY}
+    assert SENTINEL_KEYS == {NO_ANSWER_KEY, TIMEOUT_KEY, TOO_LONG_KEY, ERROR_KEY} and len(SENTINEL_KEYS) == 4
     assert outcome_key("5") != outcome_key("6")
 
 

@@ -37,8 +37,13 @@ Safety. Model output is untrusted: it is never passed to ``eval``/``exec``/``sym
 ``parse_expr``. Math-Verify's ``ExprExtractionConfig`` patterns only *find* plain-text
 numbers and expressions; a number becomes ``sympy.Number`` of its digits and an expression is
 read by the LaTeX (ANTLR) parser instead of its ``parse_expr``. Plain-text ``sqrt(2)`` and
-``**`` are rewritten to LaTeX, never run. Answers longer than ``MAX_ANSWER_CHARS`` are graded
-"error"; Math-Verify's extraction reads the last ``MAX_RESPONSE_CHARS`` of a response.
+``**`` are rewritten to LaTeX, never run. Answers longer than ``MAX_ANSWER_CHARS`` are not graded
+(key ``<too_long>``); Math-Verify's extraction reads the last ``MAX_RESPONSE_CHARS`` of a response.
+
+Errors. Whatever raises while grading one response (a bug here, or the worker failing on that
+input) gives status "error", key ``<error>`` and the exception in ``GradeResult.error``; it is
+never folded into "no answer" or "wrong", so the trainers count it (``grading/errors``) and
+stop when it passes their limit.
 
 Conventions (decisions, tested in tests/test_grading.py and tests/test_grading_peers.py):
   * degrees are dropped: ``30^\\circ`` == ``30`` (as Math-Verify);
@@ -90,7 +95,8 @@ Modules, in the order an answer meets them:
 
 from obe.grading.extraction import EXTRACT_MODES, MAX_RESPONSE_CHARS, ExtractConfig, extract
 from obe.grading.grader import (
-    ERROR_KEY, KNOWN_KEY_EXCEPTIONS, MAX_ANSWER_CHARS, NO_ANSWER_KEY, SENTINEL_KEYS, TIMEOUT_KEY, GradeResult,
+    ERROR_KEY, KNOWN_KEY_EXCEPTIONS, MAX_ANSWER_CHARS, NO_ANSWER_KEY, SENTINEL_KEYS, TIMEOUT_KEY, TOO_LONG_KEY,
+    GradeResult,
     clear_caches, grade, grade_many, outcome_key, verify,
 )
 from obe.grading.normalization import normalize
@@ -98,7 +104,7 @@ from obe.grading.pool import DEFAULT_TIMEOUT_S, WORKERS, wall_guard, warm_up
 
 __all__ = [
     "DEFAULT_TIMEOUT_S", "ERROR_KEY", "EXTRACT_MODES", "KNOWN_KEY_EXCEPTIONS", "MAX_ANSWER_CHARS",
-    "MAX_RESPONSE_CHARS", "NO_ANSWER_KEY", "SENTINEL_KEYS", "TIMEOUT_KEY", "WORKERS", "ExtractConfig",
+    "MAX_RESPONSE_CHARS", "NO_ANSWER_KEY", "SENTINEL_KEYS", "TIMEOUT_KEY", "TOO_LONG_KEY", "WORKERS", "ExtractConfig",
     "GradeResult", "clear_caches", "extract", "grade", "grade_many", "normalize", "outcome_key",
     "verify", "wall_guard", "warm_up",
 ]

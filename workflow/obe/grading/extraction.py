@@ -98,8 +98,17 @@ def extract(text: str, config: ExtractConfig = ExtractConfig(), *, timeout: floa
     """The final answer in ``text`` (see :class:`ExtractConfig`), or ``None``.
 
     Math-Verify's extraction runs in the worker under the same CPU-time bound as every
-    worker call (``timeout`` CPU seconds); a response it times out on has no answer.
+    worker call (``timeout`` CPU seconds); a response it times out on, or raises on, has no
+    answer here (grading reports the latter as an error: :func:`extract_or_raise`).
     """
+    try:
+        return extract_or_raise(text, config, timeout=timeout)
+    except pool.WorkerError:
+        return None
+
+
+def extract_or_raise(text: str, config: ExtractConfig = ExtractConfig(), *, timeout: float = DEFAULT_TIMEOUT_S) -> str | None:
+    """:func:`extract`, raising ``pool.WorkerError`` when the worker raised on ``text``."""
     boxed, ask = needs_worker_extraction(text, config)
     if ask:
         found = extract_slow(strip_think(text), timeout)
@@ -138,8 +147,10 @@ def extract_slow(text: str, timeout: float) -> str | None:
         if cacheable:  # over its CPU budget: the same on any machine, so no answer for good
             EXTRACT_CACHE.put(key, "")
         return None
+    if "error" in resp:  # not "no answer": the worker has no answer for this text
+        raise pool.WorkerError(f"the grading worker raised {resp['error']} extracting the answer of {text[-200:]!r}")
     answer = resp.get("answer") or ""
-    if cacheable and "error" not in resp:
+    if cacheable:
         EXTRACT_CACHE.put(key, answer)
     return answer
 

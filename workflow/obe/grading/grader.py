@@ -16,18 +16,19 @@ from typing import Any, Callable, Sequence
 
 from obe.grading import pool  # called as pool.slow, so tests can replace it
 from obe.grading.extraction import (
-    EXTRACT_CACHE, GOLD_CACHE, MAX_RESPONSE_CHARS, ExtractConfig, extract, extract_slow, gold_answer,
+    EXTRACT_CACHE, GOLD_CACHE, MAX_RESPONSE_CHARS, ExtractConfig, extract_or_raise, extract_slow, gold_answer,
     needs_worker_extraction, same_text, strip_think, text_key,
 )
 from obe.grading.fastpath import fast_eq, fast_key, fast_poly, fast_val, shape
 from obe.grading.normalization import is_equation, normalize
-from obe.grading.pool import CACHE_SIZE, DEFAULT_TIMEOUT_S, LRU
+from obe.grading.pool import CACHE_SIZE, DEFAULT_TIMEOUT_S, LRU, WorkerError
 
 MAX_ANSWER_CHARS = 2000
 NO_ANSWER_KEY = "<no_answer>"
 TIMEOUT_KEY = "<timeout>"
-ERROR_KEY = "<error>"
-SENTINEL_KEYS = frozenset({NO_ANSWER_KEY, TIMEOUT_KEY, ERROR_KEY})
+TOO_LONG_KEY = "<too_long>"  # an answer over MAX_ANSWER_CHARS: not graded, never an error
+ERROR_KEY = "<error>"  # grading raised: a bug to see (GradeResult.error), never a "no answer"
+SENTINEL_KEYS = frozenset({NO_ANSWER_KEY, TIMEOUT_KEY, TOO_LONG_KEY, ERROR_KEY})
 KNOWN_KEY_EXCEPTIONS: tuple[tuple[str, str], ...] = (
     ("\\sqrt{2}", "1.414214"), ("\\sqrt{17}", "4.123105625617661"),
     ("2x+4y-3=0", "y=-\\frac{1}{2}x+\\frac{3}{4}"),
@@ -68,12 +69,19 @@ def clear_caches(worker: bool = False) -> None:
 
 @dataclass(frozen=True)
 class GradeResult:
-    """Outcome of grading one response. ``status``: "ok", "no_answer", "timeout" or "error"."""
+    """Outcome of grading one response. ``status``: "ok", "no_answer", "timeout", "too_long" or
+    "error"; ``error``: for "error" only, what raised (``Type: message``), in the grader or in
+    its worker."""
 
     answer: str | None
     outcome_key: str
     correct: bool
     status: str
+    error: str | None = None
+
+
+def _failed(answer: str | None, exc: BaseException) -> GradeResult:
+    return GradeResult(answer, ERROR_KEY, False, "error", f"{type(exc).__name__}: {exc}"[:500])
 
 
 def _too_long(s: str) -> bool:
@@ -89,7 +97,7 @@ def outcome_key(answer: str | None, *, timeout: float = DEFAULT_TIMEOUT_S) -> st
         if not s:
             return NO_ANSWER_KEY
         if _too_long(s):
-            return ERROR_KEY
+            return TOO_LONG_KEY
         return _key_of(s, timeout)
     except Exception:
         return ERROR_KEY
@@ -103,6 +111,8 @@ def _key_of(s: str, timeout: float) -> str:
             resp, cacheable = pool.slow({"op": "key", "a": s}, timeout)
             if resp is None:
                 key = TIMEOUT_KEY
+            elif "error" in resp:
+                raise WorkerError(f"the grading worker raised {resp['error']} keying {s[:200]!r}")
             else:
                 key = resp["key"]
             if not cacheable:
@@ -142,8 +152,10 @@ def _eq_of(g: str, p: str, timeout: float, want_key: bool = False) -> bool | Non
             if cacheable:
                 _EQ_CACHE.put((g, p), "timeout")
             return None
+        if "error" in resp:  # not "unequal": a worker that raised has no verdict
+            raise WorkerError(f"the grading worker raised {resp['error']} comparing {p[:200]!r} with {g[:200]!r}")
         eq = bool(resp["eq"])
-        if "error" not in resp and cacheable:
+        if cacheable:
             if "key" in resp:
                 _KEY_CACHE.put(p, resp["key"])
             if "gkey" in resp:
@@ -192,7 +204,8 @@ def grade(
     response: str, gold: str, *, config: ExtractConfig = ExtractConfig(),
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> GradeResult:
-    """Extract, verify and key one response. Never raises.
+    """Extract, verify and key one response. Never raises: what raises inside (a bug, or the
+    worker failing on this input) is the result's ``error`` with status "error".
 
     ``gold`` is normally a bare answer; a gold written as a solution (a ``\\boxed{}`` in
     text, or prose) is read the same way as a response. ``timeout``: CPU seconds per worker
@@ -205,8 +218,8 @@ def grade(
             return prepared
         answer, g, p = prepared
         return _finish(answer, g, p, timeout)
-    except Exception:
-        return GradeResult(answer, ERROR_KEY, False, "error")
+    except Exception as exc:
+        return _failed(answer, exc)
 
 
 def _prepare(response: str, gold: str, config: ExtractConfig,
@@ -215,12 +228,12 @@ def _prepare(response: str, gold: str, config: ExtractConfig,
     if same:
         answer: str | None = strip_think(response).strip()  # it states the reference answer
     else:
-        answer = extract(response, config, timeout=timeout)
+        answer = extract_or_raise(response, config, timeout=timeout)
     if answer is None or not normalize(answer):
         return GradeResult(answer, NO_ANSWER_KEY, False, "no_answer")
     g, p = _compare_forms(gold if same else gold_answer(gold, timeout), answer)
     if _too_long(p) or _too_long(g):
-        return GradeResult(answer, ERROR_KEY, False, "error")
+        return GradeResult(answer, TOO_LONG_KEY, False, "too_long")
     return answer, g, p  # type: ignore[return-value]
 
 
@@ -228,7 +241,10 @@ def _finish(answer: str, g: str, p: str, timeout: float) -> GradeResult:
     eq = _eq_of(g, p, timeout, want_key=True)
     if eq is None:
         return GradeResult(answer, TIMEOUT_KEY, False, "timeout")
-    key = _key_of(g if eq else p, timeout)  # correct answers share the gold's key
+    try:
+        key = _key_of(g if eq else p, timeout)  # correct answers share the gold's key
+    except WorkerError as exc:  # the verdict stands; the answer has no key of its own (reported)
+        return GradeResult(answer, ERROR_KEY, eq, "error", f"{type(exc).__name__}: {exc}"[:500])
     status = "timeout" if key == TIMEOUT_KEY else "ok"
     return GradeResult(answer, key, eq and status == "ok", status)
 
@@ -267,8 +283,8 @@ def grade_many(
                 answer, g, p = item
                 if _eq_known(g, p) is None:
                     pending.setdefault(g, {})[p] = None
-        except Exception:
-            item = GradeResult(answer, ERROR_KEY, False, "error")
+        except Exception as exc:
+            item = _failed(answer, exc)
         prepared.append(item)
     _run_lanes([[(g, p) for p in ps] for g, ps in pending.items()],
                lambda g, p: _eq_of(g, p, timeout, want_key=True))
@@ -289,8 +305,8 @@ def grade_many(
             continue
         try:
             out.append(_finish(*item, timeout))
-        except Exception:
-            out.append(GradeResult(item[0], ERROR_KEY, False, "error"))
+        except Exception as exc:
+            out.append(_failed(item[0], exc))
     return out
 
 

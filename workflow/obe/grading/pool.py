@@ -250,6 +250,10 @@ def warm_up(timeout: float = 60.0) -> bool:
     return POOL.ensure_started(timeout)
 
 
+class WorkerError(RuntimeError):
+    """The grading worker raised on a request (its exception's type in the message)."""
+
+
 def slow(req: dict[str, Any], timeout: float) -> tuple[dict[str, Any] | None, bool]:
     """One request to the workers (callers look it up as ``pool.slow``, so tests can replace it
     to prove the fast path is taken)."""
