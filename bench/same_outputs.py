@@ -12,11 +12,20 @@ memory (`VOLATILE_KEY`), what follows from them (a checkpoint's `metrics_bytes` 
 manifest's size and hash of `state.json`, which holds the timed metrics) and the report's
 "Generated <date>" stamp. Everything else, including figures, weights and checkpoints, must be
 byte-identical or equal as JSON after those keys are dropped.
+
+A change that adds outputs on purpose names them, and they are set aside and listed too:
+``--new-key K`` (a JSON key, at any depth, that only the "after" run writes), ``--removed-key K``
+(one that only the "before" run wrote) and
+``--changed GLOB`` (files expected to differ, e.g. ``'*/training_args.bin'`` when a library's
+pickled arguments change).
+
+    python bench/same_outputs.py BEFORE AFTER --new-key grading/errors --changed '*/manifest.json'
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import hashlib
 import json
 import re
@@ -89,15 +98,38 @@ def files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
 
 
-def compare(before: Path, after: Path) -> int:
+def drop_new(before: Any, after: Any, keys: set[str], dropped: set[str]) -> Any:
+    """``after`` without the keys of ``keys`` that ``before`` lacks (at any depth)."""
+    if isinstance(after, dict):
+        old = before if isinstance(before, dict) else {}
+        out = {}
+        for k, v in after.items():
+            if k in keys and k not in old:
+                dropped.add(f"new {k}")
+                continue
+            out[k] = drop_new(old.get(k), v, keys, dropped)
+        return out
+    if isinstance(after, list):
+        old = before if isinstance(before, list) else []
+        return [drop_new(old[i] if i < len(old) else None, v, keys, dropped) for i, v in enumerate(after)]
+    return after
+
+
+def compare(before: Path, after: Path, new_keys: set[str] = frozenset(), changed: tuple[str, ...] = (),
+            removed_keys: set[str] = frozenset()) -> int:
     dropped: set[str] = set()
+    removed: set[str] = set()
     names = sorted(files(before) | files(after))
-    counts = {"identical": 0, "same content": 0, "skipped": 0, "differ": 0}
+    counts = {"identical": 0, "same content": 0, "skipped": 0, "expected": 0, "differ": 0}
     for name in names:
         if name.split("/")[0] in SKIPPED_DIRS or Path(name).name in SKIPPED_FILES:
             counts["skipped"] += 1
             continue
         a, b = before / name, after / name
+        if any(fnmatch.fnmatch(name, g) for g in changed):
+            counts["expected"] += 1
+            dropped.add(f"file {name}")
+            continue
         if not (a.exists() and b.exists()):
             print(f"DIFFER  {name}: only {'after' if b.exists() else 'before'}")
             counts["differ"] += 1
@@ -107,6 +139,8 @@ def compare(before: Path, after: Path) -> int:
             continue
         try:
             x, y = parsed(a, str(before), dropped), parsed(b, str(after), dropped)
+            y = drop_new(x, y, set(new_keys), dropped)
+            x = drop_new(y, x, set(removed_keys), removed)
         except (UnicodeDecodeError, json.JSONDecodeError):
             x = y = None  # binary and different: a real difference
             print(f"DIFFER  {name}: bytes (sha256 {hashlib.sha256(a.read_bytes()).hexdigest()[:12]} vs "
@@ -120,8 +154,9 @@ def compare(before: Path, after: Path) -> int:
             counts["differ"] += 1
     print(f"{len(names)} files: {counts['identical']} byte-identical, {counts['same content']} equal after "
           f"setting aside volatile keys and the root path, {counts['skipped']} skipped "
-          f"({', '.join(SKIPPED_DIRS)}/, {', '.join(SKIPPED_FILES)}), {counts['differ']} different")
-    print("volatile keys set aside:", ", ".join(sorted(dropped)) or "none")
+          f"({', '.join(SKIPPED_DIRS)}/, {', '.join(SKIPPED_FILES)}), {counts['expected']} expected to change "
+          f"(--changed), {counts['differ']} different")
+    print("set aside:", ", ".join(sorted(dropped | {k.replace("new ", "removed ") for k in removed})) or "none")
     return 1 if counts["differ"] else 0
 
 
@@ -129,8 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("before", type=Path)
     ap.add_argument("after", type=Path)
+    ap.add_argument("--new-key", action="append", default=[], help="a JSON key only the after run writes (repeat)")
+    ap.add_argument("--removed-key", action="append", default=[], help="a JSON key only the before run wrote (repeat)")
+    ap.add_argument("--changed", action="append", default=[], help="glob of files expected to differ (repeat)")
     args = ap.parse_args(argv)
-    return compare(args.before, args.after)
+    return compare(args.before, args.after, set(args.new_key), tuple(args.changed), set(args.removed_key))
 
 
 if __name__ == "__main__":

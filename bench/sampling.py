@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # tiny_model helper
 
 from obe.engines.models import ModelConfig, load  # noqa: E402
-from obe.engines.generation import HFBackend, SamplingConfig, derive_seed, generate_texts  # noqa: E402
+from obe.core.seeds import derive_seed  # noqa: E402
+from obe.engines.generation import HFBackend, SamplingConfig, generate_texts  # noqa: E402
 
 PROMPTS = [f"Compute {a} + {b} and explain.\n" if a % 2 else f"What is {a}*{b}?\n" for a, b in
            [(3, 4), (12, 7), (5, 99), (31, 2), (8, 8), (123, 45), (6, 1), (77, 13),

@@ -1,26 +1,24 @@
-"""RL training stage: GRPO with outcome-based exploration (Song, Kempe & Munos 2025).
+"""RL training stage: GRPO with outcome-based exploration (Song, Kempe & Munos 2025), obe's own engine.
 
     python -m obe.train --model DIR --train-data train.jsonl --out RUN --method ucb --coef 0.2 \\
         --steps 200 --batch-questions 16 --n 8 --threads 2
 
 Each step: B questions (seeded shuffle per epoch) x n samples from the current policy ->
 reward 1/0 from :func:`obe.grading.grade` -> group-relative advantages + ``c * bonus`` of the
-chosen ``--method`` (:mod:`obe.rl.bonuses`; counts N(x, a) from :mod:`obe.rl.counts`, updated with
-every rollout) -> clipped-surrogate loss (:mod:`obe.rl.loss`), ``--mu`` AdamW updates -> log
-(``RUN/metrics.jsonl`` + W&B, same keys; ``RUN/rollouts.jsonl`` one row per sample) ->
-checkpoint every ``--checkpoint-every`` steps (:mod:`obe.core.checkpoint`). Outputs: ``RUN/final/``
-(HF model dir for evaluation), ``RUN/snapshots/step_N/`` (``--save-steps``),
-``RUN/checkpoints/step_N/``, ``RUN/config.json`` (resolved config, also the W&B config).
+chosen ``--method`` (:func:`obe.rl.bonuses.apply_exploration`; counts N(x, a) updated with every
+rollout) -> clipped-surrogate loss (:mod:`obe.rl.loss`), ``--mu`` AdamW updates -> record.
+Everything around the loop (the run folder, resume, ``metrics.jsonl`` / ``rollouts.jsonl`` / W&B,
+signals, callbacks, the checkpoint's state) is :class:`obe.training.run.TrainingRun`'s, shared
+with the TRL backend. Outputs: ``RUN/final/`` (HF model dir for evaluation),
+``RUN/snapshots/step_N/`` (``--save-steps``), ``RUN/checkpoints/step_N/``, ``RUN/config.json``.
 
 Faults. Re-running the same command resumes from the newest checkpoint that verifies against
-its manifest (a corrupt one is moved to ``checkpoints/corrupt/``, naming the bad file; see
-:func:`obe.training.run_dir.resume_point`): files are cut back to the lengths recorded there and the run re-appends
-identically (rollouts are seeded by ``derive_seed(seed, "rollout", step)``), so a SIGKILL
-anywhere costs at most ``--checkpoint-every`` steps. The run may move: a resume compares the
-initial model's files and the training questions, not their paths. SIGTERM/SIGINT set a
-flag checked between steps: the run saves a checkpoint and exits with code 143. A non-finite
-loss or gradient norm stops the run (exit 1, message on stderr) before the optimizer step; the
-last good checkpoint stays.
+its manifest (a corrupt one is moved to ``checkpoints/corrupt/``): files are cut back to the
+lengths recorded there and the run re-appends identically (rollouts are seeded by
+``derive_seed(seed, "rollout", step)``), so a SIGKILL anywhere costs at most
+``--checkpoint-every`` steps. SIGTERM/SIGINT: the run saves a checkpoint after the current
+step and exits with code 143. Non-finite logits, loss, gradient norm or weights stop the run
+(exit 1, :class:`NonFiniteLoss`) before the optimizer step is kept; the last good checkpoint stays.
 ``python -m obe.train --list-metrics`` prints every logged key (:data:`obe.training.metrics.METRICS`).
 
 Departures from the paper (numbered):
@@ -42,139 +40,93 @@ Departures from the paper (numbered):
 Determinism: a resumed run equals the uninterrupted one bit for bit on the same device with
 the same ``--threads`` (tested with SIGKILL and SIGTERM). ``--threads`` may change on resume,
 but then numerics may differ in the last bits. On a shared machine oversubscribed threads are
-very slow: prefer ``--threads 1`` there. A resumed run opens a new W&B run (the JSONL files
-are the source of truth and are cut back and re-appended exactly).
+very slow: prefer ``--threads 1`` there.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import signal
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 
 from obe.core import checkpoint as ckpt
-from obe.core.progress import Progress
-from obe.engines.fastlm import LeanLM, resolve_engine
-from obe.engines.generation import derive_seed, tokenize_prompts
+from obe.core.seeds import derive_seed
+from obe.engines.fastlm import NonFiniteLogits
+from obe.engines.generation import tokenize_prompts
 from obe.engines.models import ModelConfig, build_prompts, prompt_adds_special_tokens
-from obe.engines.rollout import answer_token_mask, generate_rollouts
+from obe.engines.policy import Policy, load_policy
+from obe.engines.rollout import Rollouts, answer_token_mask, generate_rollouts
 from obe.grading import ExtractConfig, grade
-from obe.rl.advantages import binary_rewards
+from obe.rl.advantages import CORRECT_THRESHOLD, binary_rewards
 from obe.rl.bonuses import apply_exploration
-from obe.rl.counts import OutcomeCounts
 from obe.rl.loss import policy_loss, token_entropy, token_logprobs
-from obe.tasks.synthetic import rollout_metrics as task_rollout_metrics
 from obe.training.config import TrainConfig, resolve_config
-from obe.training.metrics import (COMPLETION_COLUMNS, cumulative_metrics, distinct_answers_per_question, group_metrics,
-                                  print_metric_keys)
-from obe.training.numerics import (autocast_factory, batch_indices, compute_dtype_of, engine_for, forward_logits,
-                                   lr_lambda, peak_memory_gb)
-from obe.training.run_dir import data_digest, done_record, model_identity, resume_point
+from obe.training.metrics import print_metric_keys
+from obe.training.numerics import batch_indices, lr_lambda
+from obe.training.run import GradingFailed, LossStats, StepRecord, TrainingRun
+from obe.training.run_dir import done_record
 
 
 class NonFiniteLoss(RuntimeError):
-    pass
+    """The policy diverged: non-finite logits, loss, gradient norm or weights."""
+
+
+@dataclass
+class MicroBatch:
+    """One micro-batch of the update: its sequences' prompt and completion tokens ``[s, P]`` /
+    ``[s, T]`` (with masks) and per-token advantages ``[s, T]``."""
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    advantages: torch.Tensor
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     import transformers
     from transformers import AutoTokenizer
 
-    from obe.core.records import read_jsonl
-    from obe.core.tracking import relog_rows, resumable_run_id, run_name, start_run
-
     # -- setup ---------------------------------------------------------------------
     torch.set_num_threads(cfg.threads)
     transformers.utils.logging.disable_progress_bar()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ck_root = out / "checkpoints"
-    ckpt.clean_partial(ck_root)
-    ckpt.clean_partial(out)
-    ckpt.clean_partial(out / "snapshots")
-    records = read_jsonl(cfg.train_data)
-    if not records:
-        raise SystemExit(f"{cfg.train_data}: no training questions")
-    digest, model_id = data_digest(records), model_identity(cfg.model)
-    last = resume_point(cfg, out, digest, model_id)  # verified; bad or superseded ones moved aside
-    resumed = last is not None
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     dev = torch.device(cfg.device)
-    policy = load_policy(cfg, last, dev)
-    model = policy.model
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    counts, solved, step, data_pos = OutcomeCounts(), set(), 0, 0
-    metrics_path, rollouts_path = out / "metrics.jsonl", out / "rollouts.jsonl"
-    if resumed:
-        state = ckpt.load_checkpoint(last, optimizer=optimizer, scheduler=scheduler)
-        step, data_pos = state["step"], state["data_pos"]
-        counts, solved = OutcomeCounts.from_dict(state["counts"]), set(state["solved"])
-        ckpt.truncate_file(metrics_path, state["metrics_bytes"])
-        ckpt.truncate_file(rollouts_path, state["rollouts_bytes"])
-        print(f"obe.train: resuming from {last} (step {step})", file=sys.stderr, flush=True)
-    else:  # fresh start (or killed before the first checkpoint): start the files over
-        ckpt.truncate_file(metrics_path, 0)
-        ckpt.truncate_file(rollouts_path, 0)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    if not resumed:  # every RNG the checkpoint saves is seeded, so identical runs save identical states
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
-    explore, adv_cfg, loss_cfg, roll_cfg = cfg.exploration(), cfg.advantage(), cfg.loss(), cfg.rollout()
-    extract = ExtractConfig(cfg.reward_extract)
-    # The prompts evaluation samples with (obe.engines.models.build_prompts, chat template included).
-    prompt_cfg = ModelConfig(name_or_path=cfg.model, prompt_template=cfg.prompt_template,
-                             use_chat_template=cfg.use_chat_template, system_prompt=cfg.system_prompt or None)
-    prompt_ids = tokenize_prompts(tokenizer, build_prompts(tokenizer, [r.problem for r in records], prompt_cfg),
-                                  prompt_adds_special_tokens(tokenizer, prompt_cfg))
-    distinct_q = distinct_answers_per_question(counts, dict.fromkeys(q for q, _, _ in counts))  # question -> distinct answers
-    metrics_f, rollouts_f = open(metrics_path, "a"), open(rollouts_path, "a")
-    # One W&B run per training run: a resume continues it (re-logging the kept rows), a restart makes a new one.
-    tracker = start_run(stage="train", name=run_name(cfg.method, cfg.seed), config=cfg.to_dict(),
-                        experiment=cfg.experiment, wandb_dir=cfg.wandb_dir, tags=[cfg.method],
-                        run_id=resumable_run_id(out, resume=resumed))
-    if resumed:
-        relog_rows(tracker, metrics_path)
-    stop = {"signal": None}
+    with TrainingRun(cfg, engine="obe", device=dev) as run:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        policy = load_policy(cfg, run.resume_from, dev)
+        params = [p for p in policy.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+        if run.resume_from is not None:
+            ckpt.load_checkpoint(run.resume_from, optimizer=optimizer, scheduler=scheduler)  # and the RNG states
+        else:  # every RNG the checkpoint saves is seeded, so identical runs save identical states
+            random.seed(cfg.seed)
+            np.random.seed(cfg.seed)
+            torch.manual_seed(cfg.seed)
+        data_pos = run.state.get("data_pos", 0)
+        records = run.records
+        # the prompts evaluation samples with (obe.engines.models.build_prompts, chat template included)
+        prompt_cfg = ModelConfig(name_or_path=cfg.model, prompt_template=cfg.prompt_template,
+                                 use_chat_template=cfg.use_chat_template, system_prompt=cfg.system_prompt or None)
+        prompt_ids = tokenize_prompts(tokenizer, build_prompts(tokenizer, [r.problem for r in records], prompt_cfg),
+                                      prompt_adds_special_tokens(tokenizer, prompt_cfg))
+        explore, adv_cfg, extract = cfg.exploration(), cfg.advantage(), ExtractConfig(cfg.reward_extract)
+        B, n = cfg.batch_questions, cfg.n
 
-    def on_signal(signum, frame):  # checked between steps
-        stop["signal"] = signum
-    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        def last_good() -> str:
+            return str(ckpt.latest(run.checkpoints_dir) or "none")
 
-    def save(at: int) -> Path:
-        for f in (metrics_f, rollouts_f):
-            f.flush()
-            os.fsync(f.fileno())
-        state = {"data_pos": data_pos, "data_digest": digest, "model_identity": model_id, "counts": counts.to_dict(),
-                 "solved": sorted(solved), "config": cfg.to_dict(), "metrics_bytes": metrics_path.stat().st_size,
-                 "rollouts_bytes": rollouts_path.stat().st_size}
-        return ckpt.save_checkpoint(ck_root, at, model=model, tokenizer=tokenizer, optimizer=optimizer,
-                                    scheduler=scheduler, state=state, keep=cfg.keep_checkpoints)
-
-    def last_good() -> str:
-        return str(ckpt.latest(ck_root) or "none")
-
-    B, group_size = cfg.batch_questions, cfg.n
-    S = B * group_size  # sequences per step, question-major: sample s answers question s // group_size
-    progress = Progress(f"train {run_name(cfg.method, cfg.seed)}", cfg.steps, start=step)
-    micro = cfg.micro_batch if cfg.micro_batch > 0 else S
-    try:
-        while step < cfg.steps:
-            step += 1
+        while run.step < cfg.steps:
+            step = run.step + 1
             t0 = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
             idx = batch_indices(len(records), data_pos, B, cfg.seed)
@@ -184,213 +136,109 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             # -- rollout -------------------------------------------------------------
             try:
                 with policy.precision():
-                    ro = generate_rollouts(model, tokenizer, [prompt_ids[i] for i in idx], roll_cfg,
+                    ro = generate_rollouts(policy.model, tokenizer, [prompt_ids[i] for i in idx], cfg.rollout(),
                                            derive_seed(cfg.seed, "rollout", step), lean=policy.lean,
                                            max_sequences=cfg.rollout_batch)
-            except RuntimeError as exc:  # sampling from NaN/inf logits: the policy diverged
-                if "nan" not in str(exc).lower():
-                    raise
-                raise NonFiniteLoss(f"non-finite logits while sampling at step {step} ({exc}); "
-                                    f"the policy diverged. Last good checkpoint: {last_good()}") from None
+            except NonFiniteLogits as exc:
+                raise NonFiniteLoss(f"{exc} at step {step}: the policy diverged. Last good checkpoint: {last_good()}") from None
             t1 = time.perf_counter()
 
-            # -- reward --------------------------------------------------------------
-            graded = [grade(text, records[idx[s // group_size]].answer, config=extract) for s, text in enumerate(ro.texts)]
-            groups = [graded[b * group_size:(b + 1) * group_size] for b in range(B)]
-            keys_Bn = [[g.outcome_key for g in group] for group in groups]
-            rewards_Bn = binary_rewards([[g.correct for g in group] for group in groups])
+            # -- reward (sample s answers question s // n) ---------------------------
+            graded = [grade(text, records[idx[s // n]].answer, config=extract) for s, text in enumerate(ro.texts)]
+            rewards_Bn = binary_rewards([[g.correct for g in graded[b * n:(b + 1) * n]] for b in range(B)])
+            keys_Bn = [[g.outcome_key for g in graded[b * n:(b + 1) * n]] for b in range(B)]
             t2 = time.perf_counter()
 
-            # -- advantage -----------------------------------------------------------
-            adv_Bn, bonus_Bn, sample_adv_Bn, adv_ST = apply_exploration(  # updates N(x, a)
-                rewards_Bn, keys_Bn, qids, counts, explore, adv_cfg, ro.completion_mask,
+            # -- advantage (updates N(x, a)) -------------------------------------------
+            explored = apply_exploration(
+                rewards_Bn, keys_Bn, qids, run.counts, explore, adv_cfg, ro.completion_mask,
                 lambda: answer_token_mask(tokenizer, ro.completion_ids, ro.completion_mask, ro.texts))
 
-            # -- loss: mu updates on the whole batch, gradients accumulated over micro-batches --
-            cm = ro.completion_mask
-            total_tokens = float(cm.sum())
-            norm = dict(total_tokens=total_tokens) if cfg.agg == "token_mean" else dict(num_sequences=float(S))
-            dev_batch = [t.to(dev) for t in (ro.prompt_ids, ro.prompt_mask, ro.completion_ids, cm, adv_ST)]
-            chunks = [[t[i:i + micro] for t in dev_batch] for i in range(0, S, micro)]  # (P, P mask, C, C mask, adv)
-            old_lp, ref_lp = fixed_logprobs(policy, chunks, cfg.temperature, old=cfg.mu > 1)
-            ent_parts: list[torch.Tensor] = []
-            acc = {"loss": 0.0, "grad_norm": 0.0, "kl": 0.0, "clip": 0.0, "low": 0.0, "high": 0.0, "tok": 0.0}
-            for update in range(cfg.mu):
-                optimizer.zero_grad(set_to_none=True)
-                loss_sum = 0.0
-                for j, (p_ids, p_m, c_ids, c_m, adv) in enumerate(chunks):
-                    logits = policy.logits(p_ids, p_m, c_ids, c_m)
-                    logp = token_logprobs(logits, c_ids, cfg.temperature)
-                    if update == 0:
-                        with torch.no_grad():
-                            ent_parts.append((token_entropy(logits.detach(), cfg.temperature) * c_m).sum(dim=1).cpu())
-                    loss, st = policy_loss(logp, old_lp[j], adv, c_m, ref_logp_BT=ref_lp[j], **vars(loss_cfg), **norm)
-                    if cfg.debug_nan_step == step:
-                        loss = loss * float("nan")
-                    loss.backward()
-                    loss_sum += float(loss.detach())
-                    w = st["num_tokens"]
-                    acc["tok"] += w
-                    for k, sk in (("clip", "clip_frac"), ("low", "clip_frac_low"), ("high", "clip_frac_high"), ("kl", "kl_mean")):
-                        acc[k] += st.get(sk, 0.0) * w
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-
-                # -- step ----------------------------------------------------------------
-                if not (math.isfinite(loss_sum) and math.isfinite(float(grad_norm))):
-                    raise NonFiniteLoss(f"non-finite loss at step {step} (loss={loss_sum}, grad_norm={float(grad_norm)}); "
-                                        f"stopping without an update. Last good checkpoint: {last_good()}")
-                optimizer.step()
-                if not bool(torch.stack([p.detach().abs().amax() for p in params]).isfinite().all()):
-                    raise NonFiniteLoss(f"non-finite weights after the update of step {step}; "
-                                        f"not saved. Last good checkpoint: {last_good()}")
-                acc["loss"] += loss_sum / cfg.mu
-                acc["grad_norm"] += float(grad_norm) / cfg.mu
+            # -- update: mu AdamW steps on the whole batch ---------------------------------
+            stats = update(policy, optimizer, params, micro_batches(ro, explored.token_RT, cfg, dev), cfg,
+                           correct_S=rewards_Bn.reshape(-1) > CORRECT_THRESHOLD, num_tokens_S=ro.num_tokens,
+                           where=f"step {step}", last_good=last_good)
             scheduler.step()
             t3 = time.perf_counter()
 
-            # -- log -----------------------------------------------------------------
-            ent_S = torch.cat(ent_parts)
-            correct_S = rewards_Bn.reshape(-1) > 0.5
-            n_tok_S = cm.sum(dim=1).float()
-            for q, ok in zip(qids, (rewards_Bn.amax(dim=1) > 0.5).tolist()):
-                if ok:
-                    solved.add(q)
-            distinct_q.update(distinct_answers_per_question(counts, set(qids)))
-            tok = max(acc["tok"], 1.0)
-            ent_tok = lambda m: float(ent_S[m].sum() / n_tok_S[m].sum().clamp(min=1)) if bool(m.any()) else None  # noqa: E731
-            row = {
-                "step": step, "epoch": data_pos / len(records), "loss": acc["loss"],
-                "kl": acc["kl"] / tok if policy.ref is not None else None,
-                "entropy": ent_tok(torch.ones(S, dtype=torch.bool)), "entropy/correct": ent_tok(correct_S),
-                "entropy/incorrect": ent_tok(~correct_S),
-                "clip_ratio": acc["clip"] / tok, "clip_ratio/low": acc["low"] / tok, "clip_ratio/high": acc["high"] / tok,
-                "grad_norm": acc["grad_norm"], "lr": lr,
-                **group_metrics(rewards_Bn, keys_Bn, bonus_Bn, sample_adv_Bn, cfg.std),
-                **cumulative_metrics(counts, solved, distinct_q),
-                "completions/mean_length": float(n_tok_S.mean()), "completions/max_length": int(n_tok_S.max()),
-                "completions/min_length": int(n_tok_S.min()), "completions/clipped_ratio": float(ro.truncated.float().mean()),
-                "num_tokens": int(total_tokens),
-            }
-            # the task's own rollout metrics (the synthetic task: its shared convention's reading rate)
-            row.update(task_rollout_metrics([records[idx[s // group_size]].problem for s in range(S)], ro.texts))
-            t4 = time.perf_counter()
-            row.update({"perf/tokens_per_sec": total_tokens / (t4 - t0), "perf/peak_memory_gb": peak_memory_gb(dev),
-                        "time/generate": t1 - t0, "time/grade": t2 - t1, "time/update": t3 - t2, "time/step": t4 - t0})
-            metrics_f.write(json.dumps(row) + "\n")
-            metrics_f.flush()
-            for s, g in enumerate(graded):
-                rollouts_f.write(json.dumps({"question_id": qids[s // group_size], "step": step,
-                                             "sample_index": s % group_size, "outcome_key": g.outcome_key,
-                                             "correct": g.correct, "num_tokens": int(n_tok_S[s])}) + "\n")
-            rollouts_f.flush()
-            tracker.log({k: v for k, v in row.items() if v is not None}, step=step)
-            if cfg.log_completions_every and (step == 1 or step % cfg.log_completions_every == 0):
-                bonus_S = bonus_Bn.reshape(-1).tolist()
-                tracker.log_table("completions", COMPLETION_COLUMNS, [
-                    [step, qids[s // group_size], records[idx[s // group_size]].problem, ro.texts[s], g.answer,
-                     g.correct, bonus_S[s], counts.count(qids[s // group_size], g.outcome_key)]
-                    for s, g in enumerate(graded)], step=step)
-            progress.update(step, reward=row["reward"], distinct=row["answers/distinct_per_group"],
-                            tokens_per_s=round(row["perf/tokens_per_sec"]))
-            _test_hold_after_step(cfg.method, step, resumed, stop)
+            # -- record ----------------------------------------------------------------
+            run.record(StepRecord(
+                step=step, epoch=data_pos / len(records), lr=lr, question_ids=qids, texts=ro.texts, graded=graded,
+                rewards_Bn=rewards_Bn, exploration=explored, num_tokens=ro.num_tokens.tolist(),
+                truncated=ro.truncated.tolist(), loss=stats, started=t0, time_generate=t1 - t0,
+                time_grade=t2 - t1, time_update=t3 - t2))
 
-            # -- save ----------------------------------------------------------------
-            if step in cfg.save_steps:
-                ckpt.save_hf_dir(out / "snapshots" / f"step_{step}", model, tokenizer)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop["signal"] is not None:
-                save(step)
-            if stop["signal"] is not None and step < cfg.steps:
-                print(f"obe.train: signal {stop['signal']} received; checkpoint saved at step {step}, exiting",
-                      file=sys.stderr, flush=True)
-                raise SystemExit(143)
-        ckpt.save_hf_dir(out / "final", model, tokenizer)
-        summary = {"steps": step, "questions_solved": len(solved), "final_dir": str(out / "final")}
-        tracker.summary(summary)
-        return summary
-    finally:
-        progress.close()
-        tracker.finish()
-        metrics_f.close()
-        rollouts_f.close()
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
+            # -- save --------------------------------------------------------------------
+            decision = run.end_of_step(step, policy.model)
+            if decision.snapshot:
+                ckpt.save_hf_dir(run.snapshot_dir(step), policy.model, tokenizer)
+            if decision.checkpoint:
+                ckpt.save_checkpoint(run.checkpoints_dir, step, model=policy.model, tokenizer=tokenizer,
+                                     optimizer=optimizer, scheduler=scheduler, keep=cfg.keep_checkpoints,
+                                     state=run.checkpoint_state(step, data_pos=data_pos))
+            if decision.stop:
+                run.stopped()
+        ckpt.save_hf_dir(run.final_dir, policy.model, tokenizer)
+        return run.summary()
 
 
-@dataclass
-class Policy:
-    """The model being trained and how its forward passes run: ``lean`` (obe.engines.fastlm, or
-    None for HF), ``precision`` (autocast to the compute dtype, or a no-op) and the frozen
-    reference model of the KL term (None when beta = 0)."""
-
-    model: Any
-    lean: Optional[LeanLM]
-    precision: Callable
-    ref: Any = None
-    ref_lean: Optional[LeanLM] = None
-
-    def logits(self, prompt_ids, prompt_mask, comp_ids, comp_mask) -> torch.Tensor:
-        with self.precision():
-            return forward_logits(self.model, prompt_ids, prompt_mask, comp_ids, comp_mask, self.lean)
-
-    def ref_logits(self, prompt_ids, prompt_mask, comp_ids, comp_mask) -> torch.Tensor:
-        with self.precision():
-            return forward_logits(self.ref, prompt_ids, prompt_mask, comp_ids, comp_mask, self.ref_lean)
+def micro_batches(ro: Rollouts, advantages_ST: torch.Tensor, cfg: TrainConfig, dev: torch.device) -> list[MicroBatch]:
+    """The batch's S sequences in micro-batches of ``cfg.micro_batch`` (0: one), on ``dev``."""
+    S = ro.completion_ids.shape[0]
+    size = cfg.micro_batch if cfg.micro_batch > 0 else S
+    full = [t.to(dev) for t in (ro.prompt_ids, ro.prompt_mask, ro.completion_ids, ro.completion_mask, advantages_ST)]
+    return [MicroBatch(*(t[i:i + size] for t in full)) for i in range(0, S, size)]
 
 
-def load_policy(cfg: TrainConfig, checkpoint: Optional[Path], dev: torch.device) -> Policy:
-    """The policy (from ``checkpoint``'s model, else ``cfg.model``) on ``dev`` in train mode, and
-    the reference model when ``cfg.beta > 0``.
+def update(policy: Policy, optimizer, params, chunks: list[MicroBatch], cfg: TrainConfig, *, correct_S: torch.Tensor,
+           num_tokens_S: torch.Tensor, where: str, last_good) -> LossStats:
+    """``cfg.mu`` optimizer updates on the whole batch, gradients accumulated over ``chunks``; the
+    loss and gradient norm are means over the updates, the entropies those of the first.
+    NonFiniteLoss (naming ``where`` and ``last_good()``) before a non-finite update is kept."""
+    loss_cfg = cfg.loss()
+    total_tokens = float(sum(float(mb.completion_mask.sum()) for mb in chunks))
+    S = sum(mb.completion_ids.shape[0] for mb in chunks)
+    norm = dict(total_tokens=total_tokens) if cfg.agg == "token_mean" else dict(num_sequences=float(S))
+    old_lp, ref_lp = policy.fixed_logprobs(chunks, cfg.temperature, old=cfg.mu > 1)
+    ent_parts: list[torch.Tensor] = []  # per sequence: summed token entropy (first update)
+    acc = {"loss": 0.0, "grad_norm": 0.0, "kl": 0.0, "clip": 0.0, "low": 0.0, "high": 0.0, "tok": 0.0}
+    for u in range(cfg.mu):
+        optimizer.zero_grad(set_to_none=True)
+        loss_sum = 0.0
+        for j, mb in enumerate(chunks):
+            logits = policy.logits(mb.prompt_ids, mb.prompt_mask, mb.completion_ids, mb.completion_mask)
+            logp = token_logprobs(logits, mb.completion_ids, cfg.temperature)
+            if u == 0:
+                with torch.no_grad():
+                    ent_parts.append((token_entropy(logits.detach(), cfg.temperature) * mb.completion_mask).sum(dim=1).cpu())
+            loss, st = policy_loss(logp, old_lp[j], mb.advantages, mb.completion_mask, ref_logp_BT=ref_lp[j],
+                                   **vars(loss_cfg), **norm)
+            loss.backward()
+            loss_sum += float(loss.detach())
+            w = st["num_tokens"]
+            acc["tok"] += w
+            for k, sk in (("clip", "clip_frac"), ("low", "clip_frac_low"), ("high", "clip_frac_high"), ("kl", "kl_mean")):
+                acc[k] += st.get(sk, 0.0) * w
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        if not (math.isfinite(loss_sum) and math.isfinite(float(grad_norm))):
+            raise NonFiniteLoss(f"non-finite loss at {where} (loss={loss_sum}, grad_norm={float(grad_norm)}); "
+                                f"stopping without an update. Last good checkpoint: {last_good()}")
+        optimizer.step()
+        if not bool(torch.stack([p.detach().abs().amax() for p in params]).isfinite().all()):
+            raise NonFiniteLoss(f"non-finite weights after the update of {where}; not saved. "
+                                f"Last good checkpoint: {last_good()}")
+        acc["loss"] += loss_sum / cfg.mu
+        acc["grad_norm"] += float(grad_norm) / cfg.mu
+    tok = max(acc["tok"], 1.0)
+    ent_S, n_tok_S = torch.cat(ent_parts), num_tokens_S.float()
 
-    Mixed precision (``--master-weights``): the compute dtype is the model's (bf16 in the GPU
-    presets); fp32 master weights keep AdamW updates that are smaller than bf16's resolution
-    (lr 1e-6 on weights of size ~0.01), at 16 bytes per parameter instead of 8."""
-    from transformers import AutoModelForCausalLM
+    def entropy_over(m: torch.Tensor) -> Optional[float]:  # mean token entropy over the sequences of mask m
+        return float(ent_S[m].sum() / n_tok_S[m].sum().clamp(min=1)) if bool(m.any()) else None
 
-    compute_dtype = compute_dtype_of(cfg)
-    param_dtype = torch.float32 if cfg.master_weights == "float32" else compute_dtype
-    model = AutoModelForCausalLM.from_pretrained(str(checkpoint / "model") if checkpoint else cfg.model, dtype=param_dtype)
-    model.to(dev).train()
-    if cfg.gradient_checkpointing:  # transformers >= 5.2x renamed it; the GPU pin (5.17) has the old name
-        if hasattr(model, "activation_checkpointing_enable"):
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    lean = resolve_engine(engine_for(cfg, compute_dtype), model, dev)
-    print(f"obe.train: engine {'lean (obe.engines.fastlm)' if lean else 'hf'}; weights {param_dtype}, compute {compute_dtype}"
-          f"{', gradient checkpointing' if cfg.gradient_checkpointing else ''}", file=sys.stderr, flush=True)
-    policy = Policy(model, lean, autocast_factory(dev, param_dtype, compute_dtype))
-    if cfg.beta > 0:  # no gradients: held in the compute dtype
-        policy.ref = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=compute_dtype).to(dev).eval().requires_grad_(False)
-        policy.ref_lean = LeanLM(policy.ref) if lean is not None else None
-    return policy
-
-
-@torch.no_grad()
-def fixed_logprobs(policy: Policy, chunks: list, temperature: float, *, old: bool) -> tuple[list, list]:
-    """Per micro-batch, the log-probs the loss holds fixed: the behaviour policy's (only with
-    ``old``, i.e. mu > 1; with one update the loss detaches the current ones) and the reference
-    model's (only with a reference); None where absent."""
-    old_lp, ref_lp = [None] * len(chunks), [None] * len(chunks)
-    for j, (p_ids, p_m, c_ids, c_m, _) in enumerate(chunks):
-        if old:
-            old_lp[j] = token_logprobs(policy.logits(p_ids, p_m, c_ids, c_m), c_ids, temperature)
-        if policy.ref is not None:
-            ref_lp[j] = token_logprobs(policy.ref_logits(p_ids, p_m, c_ids, c_m), c_ids, temperature)
-    return old_lp, ref_lp
-
-
-def _test_hold_after_step(method: str, step: int, resumed: bool, stop: dict) -> None:
-    """TESTING ONLY (tests/test_slurm.py, tests/test_faults.py): with
-    OBE_TEST_HOLD_AFTER_STEP=METHOD:STEP, a fresh (not resumed) run of that method waits after
-    step STEP until a signal comes (at most 10 minutes), so that its job outlives a 1-minute Slurm
-    time limit, or a kill -9, at a known step whatever the machine's speed; the resumed run does
-    not wait. Changes no result; never set it in real runs."""
-    target, _, at = os.environ.get("OBE_TEST_HOLD_AFTER_STEP", "").partition(":")
-    if target != method or resumed or step != int(at or 0):
-        return
-    end = time.monotonic() + 600
-    while stop["signal"] is None and time.monotonic() < end:
-        time.sleep(0.1)
+    return LossStats(loss=acc["loss"], grad_norm=acc["grad_norm"], kl=acc["kl"] / tok if policy.ref is not None else None,
+                     clip_ratio=acc["clip"] / tok, clip_ratio_low=acc["low"] / tok, clip_ratio_high=acc["high"] / tok,
+                     entropy=entropy_over(torch.ones(len(ent_S), dtype=torch.bool)),
+                     entropy_correct=entropy_over(correct_S), entropy_incorrect=entropy_over(~correct_S))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -403,7 +251,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     try:
         summary = train(cfg)
-    except (NonFiniteLoss, ckpt.ResumeError) as exc:
+    except (NonFiniteLoss, GradingFailed, ckpt.ResumeError) as exc:
         print(f"obe.train: error: {exc}", file=sys.stderr, flush=True)
         return 1
     print(json.dumps(summary))

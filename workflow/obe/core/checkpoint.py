@@ -18,6 +18,12 @@ directory is renamed to ``step_N`` (an atomic rename on POSIX). A directory name
 HF snapshots (``final/``, ``snapshots/step_N/``) use the same tmp + rename scheme
 (:func:`save_hf_dir`).
 
+Engines name their checkpoints differently (:class:`Layout`): obe.train's ``step_N`` folders
+above; the TRL backend's are the HF Trainer's ``checkpoint-<optimizer step>`` folders, written
+in place by HF, with the run's state in ``obe_state.json`` and the same manifest written last
+(a folder without one is an interrupted save). Listing, verification, the newest good
+checkpoint and the state file go through one layout for both.
+
 Integrity: a rename cannot protect against what happens to the files afterwards (a
 preempted job on a shared filesystem, a disk that fills while a copy runs, a bit flip).
 :func:`verify` checks a checkpoint against its manifest and names the first file that
@@ -36,6 +42,7 @@ import random
 import re
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -47,7 +54,28 @@ MANIFEST_FILE = "manifest.json"
 CORRUPT_DIR = "corrupt"  # under the checkpoints root: checkpoints that failed verification
 FORMAT = "obe.train_checkpoint"
 VERSION = 1
-_STEP_RE = re.compile(r"^step_(\d+)$")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one engine's checkpoints look: ``<prefix><N>`` folders (N: the engine's own counter),
+    the run's state in ``state_file`` with ``format``; ``legacy``: a folder without a manifest
+    is checked by loading every file (obe.train's checkpoints from before manifests existed)
+    instead of being an interrupted save."""
+
+    prefix: str = "step_"
+    state_file: str = STATE_FILE
+    format: str = FORMAT
+    legacy: bool = True
+
+    def number(self, path: str | Path) -> Optional[int]:
+        """N of a ``<prefix><N>`` folder name, else None."""
+        name = Path(path).name
+        tail = name[len(self.prefix):] if name.startswith(self.prefix) else ""
+        return int(tail) if tail.isdigit() else None
+
+
+OBE_LAYOUT = Layout()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -71,7 +99,7 @@ def _fsync_tree(path: Path) -> None:
     _fsync_dir(path)
 
 
-def _publish(tmp: Path, final: Path) -> None:
+def publish(tmp: Path, final: Path) -> None:
     """fsync ``tmp`` and atomically rename it to ``final`` (replacing an older one)."""
     _fsync_tree(tmp)
     if final.exists():  # e.g. re-saving the same step after a resume: swap via a trash dir
@@ -112,7 +140,7 @@ def save_hf_dir(path: str | Path, model, tokenizer) -> Path:
     model.save_pretrained(str(tmp), safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(str(tmp))
-    _publish(tmp, path)
+    publish(tmp, path)
     return path
 
 
@@ -145,32 +173,28 @@ def save_checkpoint(
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict() if scheduler is not None else {}, tmp / "scheduler.pt")
     torch.save(rng_state(), tmp / "rng.pt")
-    payload = {"format": FORMAT, "version": VERSION, **state, "step": int(step)}
-    (tmp / STATE_FILE).write_text(json.dumps(payload, sort_keys=True) + "\n")
+    write_state(tmp, {**state, "step": int(step)})
     write_manifest(tmp)  # last: a checkpoint with a manifest had every file written before it
-    _publish(tmp, final)
+    publish(tmp, final)
     if keep > 0:
         for old in list_checkpoints(root)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def list_checkpoints(root: str | Path) -> list[Path]:
-    """Complete checkpoints under ``root``, oldest first."""
+def list_checkpoints(root: str | Path, layout: Layout = OBE_LAYOUT) -> list[Path]:
+    """Checkpoint folders under ``root`` that hold a state file, oldest first."""
     root = Path(root)
     if not root.is_dir():
         return []
-    found = []
-    for p in root.iterdir():
-        m = _STEP_RE.match(p.name)
-        if m and p.is_dir() and (p / STATE_FILE).is_file():
-            found.append((int(m.group(1)), p))
+    found = [(layout.number(p), p) for p in root.iterdir()
+             if p.is_dir() and layout.number(p) is not None and (p / layout.state_file).is_file()]
     return [p for _, p in sorted(found)]
 
 
-def latest(root: str | Path) -> Optional[Path]:
-    """The newest complete checkpoint, or ``None``."""
-    cps = list_checkpoints(root)
+def latest(root: str | Path, layout: Layout = OBE_LAYOUT) -> Optional[Path]:
+    """The newest checkpoint folder, or ``None``."""
+    cps = list_checkpoints(root, layout)
     return cps[-1] if cps else None
 
 
@@ -183,7 +207,7 @@ def clean_partial(root: str | Path) -> list[Path]:
     if not root.is_dir():
         return removed
     for p in sorted(root.iterdir()):
-        if ".old-" in p.name:  # killed between the two renames of _publish: put it back
+        if ".old-" in p.name:  # killed between the two renames of publish: put it back
             target = p.with_name(p.name.split(".old-")[0])
             if not target.exists():
                 os.rename(p, target)
@@ -211,14 +235,16 @@ def write_manifest(path: str | Path) -> None:
                                                  indent=1, sort_keys=True) + "\n")
 
 
-def verify(path: str | Path, *, deep: bool = True) -> Optional[str]:
+def verify(path: str | Path, *, deep: bool = True, layout: Layout = OBE_LAYOUT) -> Optional[str]:
     """Why the checkpoint ``path`` cannot be used (naming the file), or ``None`` if it verifies.
 
     With a manifest: every listed file must exist with its size and (``deep``) its sha256.
-    Without one (checkpoints of older versions): every file must load."""
+    Without one: every file must load (``layout.legacy``), else the save was interrupted."""
     path = Path(path)
     manifest = path / MANIFEST_FILE
     if not manifest.is_file():
+        if not layout.legacy:
+            return f"{manifest}: missing (the save did not finish)"
         return _load_every_file(path)
     try:
         files = json.loads(manifest.read_text())["files"]
@@ -297,14 +323,22 @@ def supersede(out: str | Path, why: str, move: Sequence[Path] = (), copy: Sequen
     return dest
 
 
-def newest_verified(root: str | Path, *, on_skip: Optional[Callable[[str], None]] = None) -> Optional[Path]:
+def newest_verified(root: str | Path, *, on_skip: Optional[Callable[[str], None]] = None,
+                    layout: Layout = OBE_LAYOUT) -> Optional[Path]:
     """The newest checkpoint under ``root`` that :func:`verify` accepts (``None`` if none does).
 
     Each newer one that fails is moved into ``root/corrupt/`` (never deleted) and reported
-    through ``on_skip`` with the file that failed."""
+    through ``on_skip`` with the file that failed. A folder of the layout without a state file
+    (killed before the engine wrote it) counts as a failed one too."""
     root = Path(root)
-    for path in reversed(list_checkpoints(root)):
-        why = verify(path)
+    if root.is_dir():
+        for path in sorted(p for p in root.iterdir() if p.is_dir() and layout.number(p) is not None
+                           and not (p / layout.state_file).is_file()):
+            dest = move_aside(path, root / CORRUPT_DIR, f"{path / layout.state_file}: missing (the save did not finish)")
+            if on_skip is not None:
+                on_skip(f"checkpoint {path.name} skipped: no {layout.state_file}; moved to {dest}")
+    for path in reversed(list_checkpoints(root, layout)):
+        why = verify(path, layout=layout)
         if why is None:
             return path
         dest = move_aside(path, root / CORRUPT_DIR, why)
@@ -313,18 +347,27 @@ def newest_verified(root: str | Path, *, on_skip: Optional[Callable[[str], None]
     return None
 
 
-def checkpoint_step(path: str | Path) -> int:
-    m = _STEP_RE.match(Path(path).name)
-    if not m:
-        raise ValueError(f"{path}: not a step_N checkpoint directory")
-    return int(m.group(1))
-
-
-def read_state(path: str | Path) -> dict[str, Any]:
-    data = json.loads((Path(path) / STATE_FILE).read_text())
-    if data.get("format") != FORMAT or data.get("version") != VERSION:
-        raise ValueError(f"{path}: not a {FORMAT} v{VERSION} checkpoint")
+def read_state(path: str | Path, layout: Layout = OBE_LAYOUT) -> dict[str, Any]:
+    """The run's state saved in a checkpoint; ResumeError when it is of another format or version."""
+    try:
+        data = json.loads((Path(path) / layout.state_file).read_text())
+    except (OSError, ValueError) as exc:
+        raise ResumeError(f"{Path(path) / layout.state_file}: unreadable ({exc})") from None
+    if data.get("format") != layout.format or data.get("version") != VERSION:
+        raise ResumeError(f"{path}: not a {layout.format} v{VERSION} checkpoint; move it aside to resume from an "
+                          f"older one, or use another --out")
     return data
+
+
+def write_state(folder: str | Path, state: dict[str, Any], layout: Layout = OBE_LAYOUT) -> None:
+    """``state`` (with ``format`` and ``version``) as the layout's state file in ``folder``, atomically."""
+    path = Path(folder) / layout.state_file
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(json.dumps({"format": layout.format, "version": VERSION, **state}, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def load_checkpoint(path: str | Path, *, optimizer: torch.optim.Optimizer, scheduler, restore_rng: bool = True) -> dict[str, Any]:

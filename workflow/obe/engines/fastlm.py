@@ -30,6 +30,16 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+
+class NonFiniteLogits(RuntimeError):
+    """A forward pass gave NaN or +inf logits while sampling: the weights have diverged."""
+
+
+def check_finite_logits(scores: torch.Tensor) -> None:
+    """Raise :class:`NonFiniteLogits` when ``scores`` hold NaN or +inf (-inf is a masked token)."""
+    if bool(torch.isnan(scores).any() or torch.isposinf(scores).any()):
+        raise NonFiniteLogits(f"non-finite logits while sampling ({int(torch.isnan(scores).sum())} NaN)")
+
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 # Rope types whose cos/sin are ``cos(pos * inv_freq) * attention_scaling`` with a fixed
 # inv_freq buffer (the dynamic ones recompute inv_freq from the sequence length).
@@ -337,6 +347,7 @@ class LeanLM:
         """Next token per row: greedy, or sampling at ``temperature`` from the top-p nucleus
         (the smallest set of most likely tokens whose probability reaches top_p; the most
         likely token is always kept)."""
+        check_finite_logits(logits)
         if temperature == 0:
             return logits.argmax(-1)
         scores = logits.float() / temperature

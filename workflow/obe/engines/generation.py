@@ -3,7 +3,7 @@
 The library behind the sampling stage (:mod:`obe.sampling`), the base model's evaluation, the
 trainer's rollouts and the benchmarks: sampling parameters (:class:`SamplingConfig`), the two
 backends with one interface (``plan`` batches, ``run`` one batch), EOS ids, prompt tokenisation
-and index-derived seeds (:func:`derive_seed`), so that any sample can be reproduced from its
+and index-derived seeds (:func:`obe.core.seeds.derive_seed`), so that any sample can be reproduced from its
 (seed, question id, sample index) without global RNG state.
 
 ``hf``: batched ``model.generate`` (KV cache, left padding, temperature / top-p / max new
@@ -42,11 +42,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
+from obe.core.seeds import derive_seed
 from obe.engines.models import ModelConfig, load_tokenizer
 
 DEFAULT_BATCH_SIZE = {"hf": 16, "vllm": 4096}
@@ -91,12 +90,6 @@ class Completion:
     num_tokens: int
     finish_reason: str
     token_ids: tuple[int, ...] = ()
-
-
-def derive_seed(*parts: Any) -> int:
-    """A stable 31-bit seed from JSON-serialisable parts (same across processes/platforms)."""
-    digest = hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode()).digest()
-    return int.from_bytes(digest[:8], "big") % (2**31 - 1)
 
 
 def eos_token_ids(model, tokenizer) -> list[int]:

@@ -24,7 +24,9 @@ import torch
 
 from obe.grading.latex import last_boxed_span
 from obe.engines.models import render_template
-from obe.engines.generation import derive_seed, eos_token_ids
+from obe.core.seeds import derive_seed
+from obe.engines.fastlm import check_finite_logits
+from obe.engines.generation import eos_token_ids
 
 
 
@@ -142,7 +144,12 @@ def concat_rollouts(parts: Sequence[Rollouts], pad_id: int) -> Rollouts:
 
 def _generate_once(model, tokenizer, prompt_ids: Sequence[Sequence[int]], cfg: RolloutConfig, seed: int,
                    lean=None) -> Rollouts:
-    from transformers import GenerationConfig
+    from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+    class RaiseOnNonFinite(LogitsProcessor):  # NaN logits would fail in multinomial with a message only
+        def __call__(self, input_ids, scores):
+            check_finite_logits(scores)
+            return scores
 
     eos = eos_token_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
@@ -164,8 +171,8 @@ def _generate_once(model, tokenizer, prompt_ids: Sequence[Sequence[int]], cfg: R
                 comp = lean.generate(ids.to(device), mask.to(device), max_new_tokens=cfg.max_new_tokens,
                                      eos_token_ids=eos, pad_token_id=pad, temperature=cfg.temperature, top_p=cfg.top_p)
             else:
-                comp = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                      generation_config=gen_cfg)[:, ids.shape[1]:]
+                comp = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=gen_cfg,
+                                      logits_processor=LogitsProcessorList([RaiseOnNonFinite()]))[:, ids.shape[1]:]
     finally:
         model.generation_config = saved
         model.train(was_training)

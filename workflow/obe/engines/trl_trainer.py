@@ -1,50 +1,61 @@
 """TRL's side of the trl backend: :class:`ObeGRPOTrainer` (``GRPOTrainer`` with obe's advantages,
-built on first use by :func:`trainer_class`: importing trl is slow), its checkpoint files
-(``checkpoint-N/obe_state.json``), and the ``GRPOConfig`` / ``peft_config`` / dataset that
-:func:`grpo_args`, :func:`peft_config` and :func:`train_dataset` build from obe's
-:class:`obe.training.config.TrainConfig`. The run itself (outputs, resume, logging, CLI) is
-:mod:`obe.engines.trl_backend`'s; how the methods enter TRL is told in its docstring.
+built on first use by :func:`trainer_class`: importing trl is slow), its checkpoints (HF's
+``checkpoint-N`` folders plus the run's state and manifest, :data:`TRL_LAYOUT`), and the
+``GRPOConfig`` / ``peft_config`` / dataset that :func:`grpo_args`, :func:`peft_config` and
+:func:`train_dataset` build from obe's :class:`obe.training.config.TrainConfig`. The run around
+it (outputs, resume, logging, CLI) is :mod:`obe.engines.trl_backend`'s and
+:class:`obe.training.run.TrainingRun`'s; how the methods enter TRL is told in trl_backend's docstring.
 
 Overriding private methods ties this module to one TRL version (:data:`TRL_VERSION`); the
-sources it relies on are pinned by hash (:data:`PINNED_SOURCES`).
+sources it overrides or relies on are pinned by hash (:data:`PINNED_SOURCES`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
-import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import torch
 
 from obe.core import checkpoint as ckpt
-from obe.engines.generation import derive_seed
-from obe.grading import ExtractConfig, grade
+from obe.core.seeds import derive_seed
+from obe.grading import ExtractConfig, GradeResult, grade
 from obe.rl.advantages import binary_rewards
-from obe.rl.bonuses import apply_exploration
+from obe.rl.bonuses import StepAdvantages, apply_exploration
 from obe.rl.counts import OutcomeCounts
 
 TRL_VERSION = "1.16.0"  # the version whose private methods we override (see PINNED_SOURCES)
 # sha256 of ``inspect.getsource`` of every TRL / transformers method this module overrides or
-# relies on by name; tests/test_trl_backend.py fails when an upgrade changes one of them. Recorded
-# with trl 1.16.0 and the test extra's transformers (5.24.0); the gpu extra's transformers (5.17.0)
-# was not installed here, so its Trainer._save_checkpoint has not been checked against this.
+# relies on by name, recorded with trl 1.16.0 and transformers 5.17.0 (the gpu extra's pins,
+# which the test extra installs too); tests/test_trl_backend.py fails when an upgrade changes one.
 PINNED_SOURCES = {
+    # overridden
     "trl.GRPOTrainer._generate_and_score_completions": "1fa48922792dcd5c72da155cfe99db477771a7c61cde15519fe8c86d0cdc0b65",
-    # read, not overridden: it must keep accepting per-token advantages [B, T]
-    "trl.GRPOTrainer._compute_loss": "80295546bbdbf6f711acce7f6e69b0100ab40aa8f23ed8052cc564ff024e3e40",
-    "transformers.Trainer._save_checkpoint": "a9111e30faa9933986e022e56b5af81fd990356db64d727b4c320c852283bf3b",
     "trl.GRPOTrainer._get_train_sampler": "36497afb4d311dc9a80d914d27893fe075c5bbc7edde8586edfa60125e980799",
+    "transformers.Trainer._save_checkpoint": "a9111e30faa9933986e022e56b5af81fd990356db64d727b4c320c852283bf3b",
+    # relied on: per-token advantages [B, T] accepted by the loss; generation once per mu updates
+    # from the sampler's repeated batches; the sampler iterated once per epoch after the state
+    # (epoch) is loaded; on_log before the checkpoint decision of a step
+    "trl.GRPOTrainer._compute_loss": "80295546bbdbf6f711acce7f6e69b0100ab40aa8f23ed8052cc564ff024e3e40",
+    "trl.GRPOTrainer._prepare_inputs": "f824e7fb0714795697c9b4d574de1e139dd5f4404c2554e92cf1db7f60fa6c96",
+    "trl.GRPOTrainer.get_train_dataloader": "2bffe5a57c539e17dafbdec15ca8fce48aaee94599bc7900fbbf5618ba1c7bb5",
     "trl.RepeatSampler.__iter__": "d80412d80424bd645f7d74cdb8bdc1994c789d8ba03111ffe6eea20f789dea58",
+    "transformers.Trainer._run_epoch": "ebe374933064ecd6fde3407599c2847c3d2fa3c4638bb976e2759299aa752b14",
+    "transformers.Trainer._maybe_log_save_evaluate": "af101534f0f7b2d7fa6984044242e6f125c51092b05c755566c14823f2b43696",
 }
-STATE_FILE = "obe_state.json"
 CHECKPOINT_PREFIX = "checkpoint-"
+# HF's checkpoint-<optimizer step> folders; the run's state in obe_state.json and the manifest,
+# both written by ObeGRPOTrainer._save_checkpoint (a folder without a manifest is an unfinished save)
+TRL_LAYOUT = ckpt.Layout(prefix=CHECKPOINT_PREFIX, state_file="obe_state.json", format="obe.trl_checkpoint",
+                         legacy=False)
 LOSS_TYPES = {"token_mean": "dapo", "seq_mean_token_mean": "grpo", "dr_grpo": "dr_grpo"}
+VLLM_MODES = ("off", "colocate")
 
 
 def pinned_source_hashes() -> dict[str, str]:
@@ -87,6 +98,52 @@ def completion_text(completion: Any) -> str:
     raise TypeError(f"not a completion TRL makes (a string or assistant messages): {completion!r:.300}")
 
 
+class Sample(NamedTuple):
+    """One completion of the batch, as every rank receives it from every rank."""
+
+    question_id: str
+    text: str
+    graded: GradeResult
+    num_tokens: int  # completion tokens, EOS included
+    truncated: bool  # no EOS within the budget
+
+
+@dataclass
+class RolloutBatch:
+    """A training batch after its advantages: the GLOBAL batch's samples (TRL's rank-major order,
+    whose consecutive ``n`` rows are one question's group) and what the step record needs."""
+
+    samples: list[Sample]
+    question_ids: list[str]  # [B]
+    rewards_Bn: torch.Tensor
+    exploration: StepAdvantages
+    lr: float
+    started: float  # perf_counter() when generation began
+    time_generate: float
+    time_grade: float
+    generated: float  # perf_counter() when the advantages were ready
+
+
+class EpochSeededSampler(torch.utils.data.Sampler):
+    """TRL's ``RepeatSampler`` with each epoch's shuffle seeded by ``derive_seed(seed, "epoch", e)``,
+    the epoch read from ``epoch_of()`` (the trainer's state) each time it is iterated.
+
+    TRL seeds one generator once, so a resumed run would replay epoch 0's order; HF's
+    ``set_epoch`` does not reach it through accelerate's wrappers of a resumed multi-process
+    dataloader (``SkipBatchSampler -> BatchSamplerShard -> BatchSampler``). Reading the epoch
+    here makes the order a function of (seed, epoch) whatever the wrapping and the number of
+    processes (the order of ``obe.training.numerics.batch_indices``' seeds)."""
+
+    def __init__(self, inner, seed: int, epoch_of: Callable[[], int]):
+        self.inner, self.seed, self.epoch_of = inner, seed, epoch_of
+
+    def __iter__(self):
+        self.inner.generator = torch.Generator().manual_seed(derive_seed(self.seed, "epoch", self.epoch_of()))
+        return iter(self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
 
 def _make_trainer_class():
     from accelerate.utils import gather_object
@@ -99,30 +156,29 @@ def _make_trainer_class():
 
         Extra arguments: ``exploration`` (:class:`obe.rl.bonuses.ExplorationConfig`),
         ``advantage`` (:class:`obe.rl.advantages.AdvantageConfig`), ``extract`` (the
-        :class:`obe.grading.ExtractConfig` of the rewards; None: grade's default), ``counts`` / ``solved``
-        (restored state, else empty), ``on_rollouts(info)`` (called on every rank after each
-        training batch's advantages with the gathered batch; the CLI logs with it). The
-        dataset needs ``prompt``, ``answer`` and ``question_id`` columns.
+        :class:`obe.grading.ExtractConfig` of the rewards; None: grade's default) and ``run``
+        (an :class:`obe.training.run.TrainingRun`: its count table, checkpoint state and
+        manifest; None: a count table of the trainer's own, checkpoints without obe's state).
+        After each training batch, ``last_batch`` holds its :class:`RolloutBatch`. The dataset
+        needs ``prompt``, ``answer`` and ``question_id`` columns.
         """
 
-        def __init__(self, *args, exploration, advantage, counts: Optional[OutcomeCounts] = None,
-                     solved: Sequence[str] = (), on_rollouts=None, extract=None, **kwargs):
+        def __init__(self, *args, exploration, advantage, extract=None, run=None, **kwargs):
             check_trl_version()
-            self.exploration, self.advantage = exploration, advantage
+            self.exploration, self.advantage, self.run = exploration, advantage, run
             self.extract = extract if extract is not None else ExtractConfig()
-            self.counts = counts if counts is not None else OutcomeCounts()
-            self.solved: set[str] = set(solved)
-            self.on_rollouts = on_rollouts
-            self._graded: list = []
+            self.counts = run.counts if run is not None else OutcomeCounts()
+            self.last_batch: Optional[RolloutBatch] = None
+            self._graded: list[tuple[str, str, GradeResult]] = []
             self._grade_s = 0.0
             super().__init__(*args, reward_funcs=[self.correct], **kwargs)
 
         def correct(self, prompts, completions, answer, question_id, **kwargs) -> list[float]:
-            """Reward 1/0 by obe.grading.grade; keeps the graded results for the advantages."""
+            """Reward 1/0 by obe.grading.grade on the completions' text; keeps the results for the advantages."""
             t = time.perf_counter()
             texts = [completion_text(c) for c in completions]
-            graded = [grade(c, a, config=self.extract) for c, a in zip(texts, answer)]
-            self._graded.extend(zip(question_id, graded, texts))
+            graded = [grade(text, a, config=self.extract) for text, a in zip(texts, answer)]
+            self._graded.extend(zip(map(str, question_id), texts, graded))
             self._grade_s += time.perf_counter() - t
             return [float(g.correct) for g in graded]
 
@@ -137,73 +193,81 @@ def _make_trainer_class():
             if len(self._graded) != len(inputs):
                 raise RuntimeError(f"graded {len(self._graded)} completions for {len(inputs)} inputs")
             cids, cmask = out["completion_ids"].cpu(), out["completion_mask"].cpu()
-            texts = [text for _, _, text in self._graded]
             lengths = cmask.sum(dim=1).tolist()
             eos = torch.tensor(self.eos_token_ids)
-            truncated = [not bool(torch.isin(cids[i, :int(L)], eos).any()) for i, L in enumerate(lengths)]
-            local = [(str(q), g.outcome_key, bool(g.correct), int(L), tr, text, g.answer)
-                     for (q, g, text), L, tr in zip(self._graded, lengths, truncated)]
-            rows = gather_object(local)  # the global batch, rank-major like TRL's gathered rewards
-            group_size = self.num_generations
-            if len(rows) % group_size:
-                raise RuntimeError(f"global batch of {len(rows)} rows is not a multiple of n={group_size}")
-            B = len(rows) // group_size
-            groups = [rows[b * group_size:(b + 1) * group_size] for b in range(B)]
-            qids = [g[0][0] for g in groups]
-            if any(r[0] != q for q, g in zip(qids, groups) for r in g):
-                raise RuntimeError("a group of num_generations rows mixes questions: TRL's sampler layout changed")
-            keys_Bn = [[r[1] for r in g] for g in groups]
-            rewards_Bn = binary_rewards([[r[2] for r in g] for g in groups])
+            local = [Sample(q, text, g, int(n_tok), not bool(torch.isin(cids[i, :int(n_tok)], eos).any()))
+                     for i, ((q, text, g), n_tok) in enumerate(zip(self._graded, lengths))]
+            samples = gather_object(local)  # the global batch, rank-major like TRL's gathered rewards
+            n = self.num_generations
+            if len(samples) % n:
+                raise RuntimeError(f"global batch of {len(samples)} samples is not a multiple of n={n}")
+            groups = [samples[b * n:(b + 1) * n] for b in range(len(samples) // n)]
+            qids = [g[0].question_id for g in groups]
+            if any(s.question_id != q for q, g in zip(qids, groups) for s in g):
+                raise RuntimeError("a group of num_generations samples mixes questions: TRL's sampler layout changed")
+            rewards_Bn = binary_rewards([[s.graded.correct for s in g] for g in groups])
+            keys_Bn = [[s.graded.outcome_key for s in g] for g in groups]
             rank, L = self.accelerator.process_index, len(inputs)
-            res = apply_exploration(
+            explored = apply_exploration(  # updates N(x, a) with the whole batch, identically on every rank
                 rewards_Bn, keys_Bn, qids, self.counts, self.exploration, self.advantage, cmask,
-                lambda: answer_token_mask(self.processing_class, cids, cmask, texts), rows=slice(rank * L, (rank + 1) * L))
-            out["advantages"] = res.token_RT.to(device=out["completion_ids"].device, dtype=torch.float32)
-            for q, g in zip(qids, groups):
-                if any(r[2] for r in g):
-                    self.solved.add(q)
-            if self.on_rollouts is not None:
-                self.on_rollouts(dict(rows=rows, qids=qids, keys_Bn=keys_Bn, rewards_Bn=rewards_Bn, result=res, lr=lr,
-                                      time_generate=t1 - t0 - self._grade_s, time_grade=self._grade_s, t_end=time.perf_counter()))
+                lambda: answer_token_mask(self.processing_class, cids, cmask, [s.text for s in local]),
+                rows=slice(rank * L, (rank + 1) * L))
+            out["advantages"] = explored.token_RT.to(device=out["completion_ids"].device, dtype=torch.float32)
+            self.last_batch = RolloutBatch(samples, qids, rewards_Bn, explored, lr, t0, t1 - t0 - self._grade_s,
+                                           self._grade_s, time.perf_counter())
             return out
 
         def _get_train_sampler(self, dataset=None):
-            # TRL's RepeatSampler draws each epoch's permutation from one generator seeded once, so
-            # a run resumed in epoch e would replay epoch 0's order. Seed it per epoch instead (HF
-            # calls set_epoch before each epoch, resumed or not), as obe.train's data order does.
             sampler = super()._get_train_sampler(dataset)
-            if getattr(sampler, "shuffle", False):
-                seed = self.args.seed
-
-                def set_epoch(epoch: int) -> None:
-                    sampler.generator = torch.Generator().manual_seed(derive_seed(seed, "epoch", epoch))
-                sampler.set_epoch = set_epoch
-            return sampler
+            if not getattr(sampler, "shuffle", False):
+                return sampler
+            return EpochSeededSampler(sampler, self.args.seed, lambda: int(self.state.epoch or 0))
 
         def _save_checkpoint(self, model, trial):
-            # obe's state goes in first; HF writes trainer_state.json last, so a checkpoint with
-            # both files is complete (see latest_checkpoint)
+            # the run's state first, HF's files, then the manifest last: a folder with a manifest
+            # is a complete checkpoint (obe.core.checkpoint.verify)
             folder = Path(self._get_output_dir(trial=trial)) / f"{CHECKPOINT_PREFIX}{self.state.global_step}"
+            step, global_step = self.obe_step, self.state.global_step
+            state = (self.run.checkpoint_state(step, global_step=global_step) if self.run is not None  # a collective
+                     else {"step": step, "global_step": global_step, "counts": self.counts.to_dict()})
             if self.args.should_save:
                 folder.mkdir(parents=True, exist_ok=True)
-                state = dict(self.obe_state_extra(), counts=self.counts.to_dict(), solved=sorted(self.solved),
-                             step=self.obe_step, global_step=self.state.global_step)
-                tmp = folder / (STATE_FILE + ".tmp")
-                with open(tmp, "w") as f:
-                    json.dump(state, f)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, folder / STATE_FILE)
+                ckpt.write_state(folder, state, TRL_LAYOUT)
             super()._save_checkpoint(model, trial)
+            self.accelerator.wait_for_everyone()  # every rank's files (sharded state, RNG) are in
+            if self.args.should_save:
+                ckpt.write_manifest(folder)
+            self.accelerator.wait_for_everyone()
 
         @property
         def obe_step(self) -> int:
             """obe's step (one rollout batch) = HF's optimizer steps / mu (TRL's num_iterations)."""
             return self.state.global_step // self.num_iterations
 
-        def obe_state_extra(self) -> dict[str, Any]:
-            """More JSON to store in each checkpoint's obe_state.json (the CLI adds file lengths)."""
-            return {}
+        def save_model_folder(self, path: Path) -> None:
+            """An HF model folder for evaluation at ``path``, published atomically by the main
+            process (every rank calls it): LoRA merged into plain weights."""
+            path = Path(path)
+            tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+            model = self.accelerator.unwrap_model(self.model)
+            main = self.accelerator.is_main_process
+            if main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if hasattr(model, "merge_adapter"):  # peft: evaluation wants plain weights
+                model.merge_adapter()
+                try:
+                    base = model.get_base_model()
+                    state = {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if "lora_" not in k}
+                    if main:
+                        base.save_pretrained(str(tmp), state_dict=state, safe_serialization=True)
+                finally:
+                    model.unmerge_adapter()
+            else:
+                self.save_model(str(tmp))  # gathers ZeRO-3 shards
+            if main:
+                self.processing_class.save_pretrained(str(tmp))
+                ckpt.publish(tmp, path)
+            self.accelerator.wait_for_everyone()
 
     return ObeGRPOTrainer
 
@@ -217,23 +281,6 @@ def trainer_class():
     if _TRAINER_CLASS is None:
         _TRAINER_CLASS = _make_trainer_class()
     return _TRAINER_CLASS
-
-
-# -- checkpoints --------------------------------------------------------------------------------
-
-
-def latest_checkpoint(root: str | Path) -> Optional[Path]:
-    """The newest complete ``checkpoint-N`` (trainer_state.json and obe_state.json) under ``root``."""
-    root = Path(root)
-    if not root.is_dir():
-        return None
-    done = [p for p in root.glob(f"{CHECKPOINT_PREFIX}*")
-            if p.name[len(CHECKPOINT_PREFIX):].isdigit() and (p / "trainer_state.json").is_file() and (p / STATE_FILE).is_file()]
-    return max(done, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), default=None)
-
-
-def read_state(folder: str | Path) -> dict[str, Any]:
-    return json.loads((Path(folder) / STATE_FILE).read_text())
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -254,7 +301,8 @@ def batch_layout(cfg, world_size: int) -> tuple[int, int]:
 
 
 def grpo_args(cfg, extra: dict[str, Any], world_size: int):
-    """TRL's ``GRPOConfig`` for obe's ``TrainConfig`` (+ the TRL-only settings ``extra``)."""
+    """TRL's ``GRPOConfig`` for obe's ``TrainConfig`` (+ the TRL-only settings ``extra``). Saving
+    is the run's decision (``save_strategy="no"``: obe.training.run.TrainingRun.end_of_step)."""
     import warnings
 
     from trl import GRPOConfig
@@ -263,8 +311,9 @@ def grpo_args(cfg, extra: dict[str, Any], world_size: int):
     cpu = cfg.device == "cpu"
     mixed = cfg.master_weights == "float32" and not cpu
     vllm = extra["vllm"]
-    if vllm not in ("off", "colocate", "server"):
-        raise SystemExit(f"--vllm must be off, colocate or server, got {vllm!r}")
+    if vllm not in VLLM_MODES:
+        raise SystemExit(f"--vllm must be one of {VLLM_MODES}, got {vllm!r} (server mode needs a `trl vllm-serve` "
+                         f"process on GPUs of its own, which nothing here starts; colocate shares the training GPUs)")
     # TrainConfig validated dtype and master_weights; float32 master weights: load fp32, compute under autocast
     load_dtype = "float32" if cfg.master_weights == "float32" else cfg.dtype
     schedule = {"constant": "constant_with_warmup", "cosine": "cosine"}[cfg.lr_schedule]
@@ -272,7 +321,7 @@ def grpo_args(cfg, extra: dict[str, Any], world_size: int):
         output_dir=str(Path(cfg.out) / "checkpoints"), use_cpu=cpu, seed=cfg.seed, report_to="none",
         bf16=mixed and cfg.dtype == "bfloat16", fp16=mixed and cfg.dtype == "float16",
         model_init_kwargs={"dtype": load_dtype}, max_steps=cfg.steps * cfg.mu, logging_steps=1, disable_tqdm=True,
-        save_strategy="steps", save_steps=cfg.checkpoint_every * cfg.mu, save_total_limit=cfg.keep_checkpoints or None,
+        save_strategy="no", save_total_limit=cfg.keep_checkpoints or None,
         per_device_train_batch_size=micro, gradient_accumulation_steps=accumulation, num_generations=cfg.n,
         num_iterations=cfg.mu, max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
         top_k=0, learning_rate=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps * cfg.mu,
@@ -285,7 +334,8 @@ def grpo_args(cfg, extra: dict[str, Any], world_size: int):
     if vllm != "off":
         kw.update(vllm_mode=vllm, vllm_gpu_memory_utilization=extra["vllm_gpu_memory_utilization"],
                   vllm_tensor_parallel_size=extra["vllm_tensor_parallel_size"],
-                  vllm_max_model_length=extra["vllm_max_model_len"] or None)
+                  vllm_max_model_length=extra["vllm_max_model_len"] or None,
+                  vllm_importance_sampling_correction=extra["vllm_importance_sampling_correction"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return GRPOConfig(**kw)
@@ -321,28 +371,3 @@ def train_dataset(records, cfg, tokenizer):
         prompts = [build_prompt(tokenizer, r.problem, pcfg) for r in records]
     return Dataset.from_dict({"prompt": prompts, "answer": [r.answer for r in records],
                               "question_id": [str(r.id) for r in records]})
-
-
-# -- model folders -------------------------------------------------------------------------------
-
-
-def save_model_dir(trainer, path: Path) -> None:
-    """An HF directory for evaluation at ``path`` (atomic; LoRA merged into full weights)."""
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if hasattr(model, "merge_adapter"):  # peft: evaluation wants plain weights
-        model.merge_adapter()
-        try:
-            base = model.get_base_model()
-            state = {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if "lora_" not in k}
-            if trainer.accelerator.is_main_process:
-                shutil.rmtree(tmp, ignore_errors=True)
-                base.save_pretrained(str(tmp), state_dict=state, safe_serialization=True)
-        finally:
-            model.unmerge_adapter()
-    else:
-        trainer.save_model(str(tmp))  # gathers ZeRO-3 / FSDP shards
-    if trainer.accelerator.is_main_process:
-        trainer.processing_class.save_pretrained(str(tmp))
-        ckpt._publish(tmp, path)
-    trainer.accelerator.wait_for_everyone()

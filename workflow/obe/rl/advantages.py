@@ -78,6 +78,11 @@ def as_float_table(values: RewardsLike, name: str = "rewards_Bn") -> torch.Tenso
     return t
 
 
+# A reward above this is a correct answer (rewards are 1 correct / 0 wrong; a group is solved
+# when one of its rewards is above it). The one definition, for the trainers and metrics too.
+CORRECT_THRESHOLD = 0.5
+
+
 def binary_rewards(correct_Bn: RewardsLike) -> torch.Tensor:
     """Reward 1.0 for a correct final answer, else 0.0 (``correct_Bn`` booleans/0-1)."""
     c = torch.as_tensor(correct_Bn)

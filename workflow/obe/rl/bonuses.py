@@ -44,17 +44,13 @@ from typing import NamedTuple, Optional, Union
 
 import torch
 
-from obe.rl.advantages import AdvantageConfig, RewardsLike, as_float_table, group_advantages_cfg
+from obe.rl.advantages import CORRECT_THRESHOLD, AdvantageConfig, RewardsLike, as_float_table, group_advantages_cfg
 from obe.rl.counts import OutcomeCounts
 from obe.rl.methods import METHODS
 
 KeysBn = Sequence[Sequence[str]]
 CountsLike = Union[torch.Tensor, Sequence[Sequence[int]]]
 BonusFn = Callable[[KeysBn, Optional[CountsLike], "ExplorationConfig"], torch.Tensor]
-
-# A reward above this is a correct answer (rewards are 1 correct / 0 wrong).
-CORRECT_THRESHOLD = 0.5
-
 
 @dataclass(frozen=True)
 class ExplorationConfig:

@@ -22,6 +22,7 @@ from obe.grading import EXTRACT_MODES
 from obe.rl.advantages import AdvantageConfig
 from obe.rl.bonuses import BONUSES, EXPLORATION_FIELDS, ExplorationConfig, exploration_defaults, exploration_help
 from obe.rl.loss import AGGREGATIONS, LossConfig
+from obe.training.callbacks import canonical_spec
 
 PROG = "python -m obe.train"
 DESCRIPTION = "RL training stage: GRPO with outcome-based exploration (Song, Kempe & Munos 2025)."
@@ -87,12 +88,16 @@ class TrainConfig:
     experiment: str = "default"
     wandb_dir: str = ""
     on_config_change: str = "error"
-    debug_nan_step: int = 0
+    max_grading_error_frac: float = 0.01
+    callbacks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.save_steps, str):
             object.__setattr__(self, "save_steps", tuple(int(s) for s in self.save_steps.split(",") if s.strip()))
         object.__setattr__(self, "save_steps", tuple(sorted(int(s) for s in self.save_steps)))
+        object.__setattr__(self, "callbacks", tuple(canonical_spec(c) for c in self.callbacks))
+        if not 0.0 <= self.max_grading_error_frac <= 1.0:
+            raise ValueError(f"max_grading_error_frac must be in [0, 1], got {self.max_grading_error_frac}")
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         if self.dtype not in DTYPES:
@@ -125,6 +130,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["save_steps"] = list(self.save_steps)
+        d["callbacks"] = list(self.callbacks)
         return d
 
 
@@ -163,7 +169,10 @@ HELP = {
                       "or boxed (only a complete \\boxed{} counts)",
     "experiment": "W&B group", "wandb_dir": "W&B directory (default OUT)",
     "on_config_change": "a checkpoint made with another config: error (refuse) or restart (set the old run aside in OUT/superseded/, start over)",
-    "debug_nan_step": "TESTING ONLY: make the loss NaN at this step (0 = off)",
+    "max_grading_error_frac": "stop the run when more than this fraction of the samples graded so far raised inside "
+                              "the grader (each one is logged with its input and counted as grading/errors)",
+    "callbacks": "code to call at fixed moments of the run: module:Name or file.py:Name, optionally =JSON keyword "
+                 "arguments (obe.training.callbacks); repeat the flag for several",
 }
 CHOICES = {"method": sorted(BONUSES), "engine": list(ENGINES), "dtype": list(DTYPES), "reward_extract": list(EXTRACT_MODES),
            "master_weights": list(MASTER_WEIGHTS), "use_chat_template": list(CHAT_TEMPLATE_MODES),
@@ -183,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
         flag = "--" + f.name.replace("_", "-")
         default = "required" if f.name in ("model", "train_data", "out") else f"default: {f.default!r}"
         kw: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=f"{HELP[f.name]} ({default})")
-        if f.type == "bool":
+        if f.name == "callbacks":
+            ap.add_argument("--callback", action="append", **kw)
+        elif f.type == "bool":
             ap.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         else:
             conv = {"int": int, "float": float}.get(f.type, str)

@@ -9,8 +9,9 @@ from typing import Any, Iterable, Optional, Sequence
 
 import torch
 
-from obe.grading import SENTINEL_KEYS
+from obe.grading import ERROR_KEY, SENTINEL_KEYS
 from obe.metrics import distinct_answers
+from obe.rl.advantages import CORRECT_THRESHOLD
 from obe.rl.counts import OutcomeCounts
 from obe.tasks.synthetic import ROLLOUT_METRICS as TASK_ROLLOUT_METRICS
 
@@ -38,7 +39,9 @@ METRICS: dict[str, str] = {
     "answers/distinct_per_group": "mean distinct answers per group (outcome keys, no-answer/error excluded)",
     "answers/distinct_solved": "same over groups with >= 1 correct sample (null if none)",
     "answers/distinct_unsolved": "same over groups with no correct sample (null if none)",
-    "answers/no_answer_frac": "fraction of samples without a gradable answer (no-answer/timeout/error key)",
+    "answers/no_answer_frac": "fraction of samples without a gradable answer (no answer, grading timeout, answer too "
+                              "long; grading errors are not in it)",
+    "grading/errors": "samples whose grading raised (each logged with its input; see max_grading_error_frac)",
     "cumulative/questions_solved": "training questions ever solved (>= 1 correct rollout) so far",
     "cumulative/questions_seen": "training questions sampled at least once so far",
     "cumulative/distinct_answers": "mean over seen questions of distinct answers ever sampled",
@@ -76,20 +79,20 @@ def group_metrics(rewards_Bn: torch.Tensor, keys_Bn: list[list[str]], bonus_Bn: 
                   sample_adv_Bn: torch.Tensor, std: str) -> dict[str, Any]:
     """The ``reward`` .. ``answers/no_answer_frac`` keys of :data:`METRICS` for one batch of B
     groups: rewards ``[B, n]``, outcome keys, bonuses ``b_i`` and per-sample advantages."""
-    solved_B = (rewards_Bn.amax(dim=1) > 0.5).tolist()
+    solved_B = (rewards_Bn.amax(dim=1) > CORRECT_THRESHOLD).tolist()
     distinct_B = [len({k for k in ks if k not in SENTINEL_KEYS}) for ks in keys_Bn]
     num_samples = rewards_Bn.numel()
     return {
         "reward": float(rewards_Bn.mean()),
         "reward_std": float(rewards_Bn.std(dim=1, correction=1 if std == "sample" else 0).nan_to_num(0.0).mean()),
         "frac_reward_zero_std": float((rewards_Bn.amax(dim=1) == rewards_Bn.amin(dim=1)).float().mean()),
-        "frac_groups_solved": float((rewards_Bn.amax(dim=1) > 0.5).float().mean()),
+        "frac_groups_solved": float((rewards_Bn.amax(dim=1) > CORRECT_THRESHOLD).float().mean()),
         "bonus/mean": float(bonus_Bn.mean()), "bonus/min": float(bonus_Bn.min()), "bonus/max": float(bonus_Bn.max()),
         "advantage/mean": float(sample_adv_Bn.mean()),
         "answers/distinct_per_group": mean_or_none(distinct_B),
         "answers/distinct_solved": mean_or_none([d for d, s in zip(distinct_B, solved_B) if s]),
         "answers/distinct_unsolved": mean_or_none([d for d, s in zip(distinct_B, solved_B) if not s]),
-        "answers/no_answer_frac": sum(k in SENTINEL_KEYS for ks in keys_Bn for k in ks) / num_samples,
+        "answers/no_answer_frac": sum(k in SENTINEL_KEYS - {ERROR_KEY} for ks in keys_Bn for k in ks) / num_samples,
     }
 
 

@@ -21,7 +21,7 @@ from obe.training.metrics import TIMING_KEYS
 
 # Keys that may change between a run and its resume (they do not change the result).
 RESUME_FREE = frozenset({"out", "threads", "experiment", "wandb_dir", "checkpoint_every", "keep_checkpoints",
-                         "save_steps", "debug_nan_step", "steps", "device", "micro_batch", "gradient_checkpointing",
+                         "save_steps", "steps", "callbacks", "max_grading_error_frac", "device", "micro_batch", "gradient_checkpointing",
                          "log_completions_every", "on_config_change"})
 # Paths of the inputs: a resume compares what they hold (model_identity, the data digest), not
 # where they are, so a project copied or moved to another folder resumes.
@@ -48,14 +48,15 @@ def model_identity(model: str) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def config_mismatch(cfg: TrainConfig, state: dict[str, Any], data_digest: str,
-                    model_id: Optional[str] = None) -> Optional[str]:
+def config_mismatch(cfg: TrainConfig, state: dict[str, Any], data_digest: str, model_id: Optional[str] = None,
+                    engine_settings: Optional[dict[str, Any]] = None) -> Optional[str]:
     """Why the checkpoint ``state`` cannot be resumed with ``cfg`` (None if it can).
 
-    Compared: every option that changes the result (not RESUME_FREE), the initial model's
-    identity and the training questions. A key that the checkpoint's config lacks (an option
-    added since) counts as its default. Checkpoints made before model identities were recorded
-    compare the model's path instead."""
+    Compared: every option that changes the result (not RESUME_FREE), the engine's own settings
+    (e.g. the TRL backend's vLLM and LoRA settings), the initial model's identity and the
+    training questions. A key that the checkpoint's config lacks (an option added since) counts
+    as its default. Checkpoints made before model identities were recorded compare the model's
+    path instead."""
     old, new = state["config"], cfg.to_dict()
     defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not dataclasses.MISSING}
     ignored = RESUME_FREE | (INPUT_PATHS if "model_identity" in state else INPUT_PATHS - {"model"})
@@ -65,6 +66,8 @@ def config_mismatch(cfg: TrainConfig, state: dict[str, Any], data_digest: str,
         diff.append("steps")
     if diff:
         return f"was made with a different config ({', '.join(diff)})"
+    if (state.get("engine_settings") or {}) != (engine_settings or {}):
+        return "was made with other engine settings"
     if model_id is not None and state.get("model_identity", model_id) != model_id:
         return f"was made from another initial model than {cfg.model} (its config, tokenizer or weights differ)"
     if state.get("data_digest") != data_digest:
@@ -76,28 +79,26 @@ def _as_saved(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def resume_point(cfg: TrainConfig, out: Path, data_digest: str, model_id: str) -> Optional[Path]:
+def resume_point(cfg: TrainConfig, out: Path, data_digest: str, model_id: str, layout: ckpt.Layout = ckpt.OBE_LAYOUT,
+                 engine_settings: Optional[dict[str, Any]] = None, say=None) -> Optional[Path]:
     """The checkpoint this run goes on from, or None for a fresh start. Nothing is deleted:
 
     * a checkpoint that fails verification (obe.core.checkpoint.verify names the file) is moved to
       ``checkpoints/corrupt/`` and the next older one is tried;
     * checkpoints past ``cfg.steps`` (the run was made shorter) go to ``superseded/`` with a
       copy of the logs;
-    * a checkpoint made with another config is refused, or with ``--on-config-change restart``
-      the whole run (RUN_OUTPUTS) goes to ``superseded/`` and training starts over."""
+    * a checkpoint made with another config is refused (SystemExit), or with
+      ``--on-config-change restart`` the whole run (RUN_OUTPUTS) goes to ``superseded/`` and
+      training starts over.
+
+    Call it on one process only (it moves folders); ``say`` prints a line (stderr by default)."""
     ck_root = out / "checkpoints"
-
-    def say(msg: str) -> None:
-        print(f"obe.train: {msg}", file=sys.stderr, flush=True)
-
-    last = ckpt.newest_verified(ck_root, on_skip=say)
+    say = say or (lambda msg: print(f"obe.train: {msg}", file=sys.stderr, flush=True))
+    last = ckpt.newest_verified(ck_root, on_skip=say, layout=layout)
     if last is None:
         return None
-    try:
-        state = ckpt.read_state(last)
-    except ValueError as exc:  # verified bytes of another format or version
-        raise ckpt.ResumeError(f"{exc}; move it aside to resume from an older one, or use another --out") from None
-    why = config_mismatch(cfg, state, data_digest, model_id)
+    state = ckpt.read_state(last, layout)
+    why = config_mismatch(cfg, state, data_digest, model_id, engine_settings)
     if why is not None:
         if cfg.on_config_change != "restart":
             raise SystemExit(f"{out}: checkpoint {last.name} {why}; use another --out, the same options, "
@@ -105,25 +106,25 @@ def resume_point(cfg: TrainConfig, out: Path, data_digest: str, model_id: str) -
         aside = ckpt.supersede(out, f"checkpoint {last.name} {why}", move=[out / name for name in RUN_OUTPUTS])
         say(f"checkpoint {last.name} {why}; starting over (the previous run is kept in {aside})")
         return None
-    beyond = [p for p in ckpt.list_checkpoints(ck_root) if ckpt.checkpoint_step(p) > cfg.steps]
+    beyond = [p for p in ckpt.list_checkpoints(ck_root, layout) if ckpt.read_state(p, layout)["step"] > cfg.steps]
     if beyond:
         aside = ckpt.supersede(out, f"the run was shortened to {cfg.steps} steps", move=beyond,
                                copy=[out / "metrics.jsonl", out / "rollouts.jsonl"])
         say(f"{', '.join(p.name for p in beyond)} lie past --steps {cfg.steps}; moved to {aside}")
-        last = ckpt.newest_verified(ck_root, on_skip=say)
+        last = ckpt.newest_verified(ck_root, on_skip=say, layout=layout)
     return last
 
 
-def done_record(out: str | Path) -> dict[str, Any]:
+def done_record(out: str | Path, layout: ckpt.Layout = ckpt.OBE_LAYOUT) -> dict[str, Any]:
     """The done.json of a finished run in ``out``; raises SystemExit if it is not finished.
 
     ``snapshots`` lists the snapshots of the run's planned ``save_steps``; others left from an
     earlier plan (e.g. before ``steps`` grew) are listed as ``unplanned_snapshots``."""
     out = Path(out).resolve()
     cfg = read_run_config(out)
-    last = next((p for p in reversed(ckpt.list_checkpoints(out / "checkpoints")) if ckpt.verify(p, deep=False) is None),
-                None)
-    return finished_record(out, cfg, ckpt.read_state(last)["step"] if last else 0)
+    last = next((p for p in reversed(ckpt.list_checkpoints(out / "checkpoints", layout))
+                 if ckpt.verify(p, deep=False, layout=layout) is None), None)
+    return finished_record(out, cfg, ckpt.read_state(last, layout)["step"] if last else 0)
 
 
 def read_run_config(out: Path) -> dict[str, Any]:
