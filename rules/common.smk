@@ -4,7 +4,6 @@ import os
 import shlex
 import sys
 
-from obe.core.config import load_schema  # the Snakefile put workflow/ on sys.path
 
 R = f"{config['results_dir']}/{config['experiment']}"
 TEST_SETS = [name for name, ds in config["data"]["test"].items() if ds is not None]
@@ -130,54 +129,42 @@ def eval_steps():
     return sorted(set(config["evaluation"]["steps"]) | {final_step()})  # validated: all in (0, final]
 
 
-# The per-method exploration settings (config `methods.<m>`), declared once in the schema, whose
-# keys tests/test_bonuses.py checks against obe.rl.bonuses.ExplorationConfig.
-METHOD_SETTINGS = list(load_schema()["$defs"]["method_settings"]["properties"])
+# Keys of `train:` that shape the DAG or the launch rather than one run (the rest are
+# obe.training.config.TrainConfig fields, passed as they are), and the TrainConfig fields that
+# other sections hold, once each (tests/test_config.py ties both lists to TrainConfig).
+TRAIN_PIPELINE_KEYS = ("methods", "seeds", "backend", "lora")
+TRAIN_FIELDS_ELSEWHERE = {"base_model": ("dtype", "use_chat_template", "system_prompt", "prompt_template"),
+                          "sampling": ("max_new_tokens", "temperature", "top_p")}
+
+
+def train_settings(method, seed):
+    """The resolved settings of one run (TrainConfig field -> value): the `train:` section, the
+    fields other sections hold, this method's `methods.<m>` entry (whose `method:` names the
+    registry method of a variant; default the entry's own name), the seed and the evaluated steps."""
+    settings = {k: v for k, v in config["train"].items() if k not in TRAIN_PIPELINE_KEYS}
+    for section, keys in TRAIN_FIELDS_ELSEWHERE.items():
+        settings.update({k: config[section][k] for k in keys if config[section].get(k) is not None})
+    entry = dict(config["methods"][method])
+    settings.update(method=entry.pop("method", method), seed=seed, save_steps=eval_steps(), **entry)
+    return settings
 
 
 def train_args(method, seed):
-    """obe.train flags: the shared training settings, then this method's exploration settings."""
-    t, s, bm = config["train"], config["sampling"], config["base_model"]
-    flags = {
-        "method": method,
-        "seed": seed,
-        "steps": t["steps"],
-        "batch-questions": t["batch_questions"],
-        "n": t["n"],
-        "lr": t["lr"],
-        "warmup-steps": t["warmup_steps"],
-        "lr-schedule": t["lr_schedule"],
-        "grad-clip": t["grad_clip"],
-        "eps-low": t["eps_low"],
-        "eps-high": t["eps_high"],
-        "beta": t["beta"],
-        "agg": t["agg"],
-        "scale": t["scale"],
-        "std": t["std"],
-        "adv-eps": t["adv_eps"],
-        "mu": t["mu"],
-        "checkpoint-every": t["checkpoint_every"],
-        "engine": t["engine"],
-        "reward-extract": t.get("reward_extract", "math_verify"),
-        "micro-batch": t.get("micro_batch", 0),
-        "rollout-batch": t.get("rollout_batch", 0),
-        "log-completions-every": t.get("log_completions_every", 0),
-        "master-weights": t.get("master_weights", "float32"),
-        "dtype": bm.get("dtype", "float32"),
-        "use-chat-template": bm.get("use_chat_template", "auto"),
-        "system-prompt": bm.get("system_prompt") or "",
-        "save-steps": ",".join(str(x) for x in eval_steps()),
-        "max-new-tokens": s["max_new_tokens"],
-        "temperature": s["temperature"],
-        "top-p": s["top_p"],
-        "prompt-template": bm["prompt_template"],
-    }
-    # this method's exploration settings, in the schema's order (= obe.rl.bonuses.ExplorationConfig's, tested)
-    settings = sorted(config["methods"][method].items(), key=lambda kv: METHOD_SETTINGS.index(kv[0]))
-    args = [f"--{k}={v}" for k, v in flags.items()]
-    args += [f"--{k.replace('_', '-')}={v}" for k, v in settings if not isinstance(v, bool)]
-    args.append("--gradient-checkpointing" if t.get("gradient_checkpointing") else "--no-gradient-checkpointing")
-    args += [f"--{'' if v else 'no-'}{k.replace('_', '-')}" for k, v in settings if isinstance(v, bool)]
+    """train_settings as the trainers' flags (bools as --x / --no-x, the evaluated steps
+    comma-separated, each callback as a --callback)."""
+    from obe.training.callbacks import canonical_spec
+
+    args = []
+    for key, value in train_settings(method, seed).items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else f"--no-{key.replace('_', '-')}")
+        elif key == "callbacks":
+            args += [f"--callback={canonical_spec(c)}" for c in value]
+        elif key == "save_steps":
+            args.append(f"{flag}={','.join(str(x) for x in value)}")
+        else:
+            args.append(f"{flag}={value}")
     return " ".join(shlex.quote(a) for a in args)
 
 

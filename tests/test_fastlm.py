@@ -69,8 +69,8 @@ def batch(n_per_prompt=3, T=7, seed=0):
 
 
 def hf_completion_logits(model, p_ids, p_mask, c_ids, c_mask):
-    """The trainer's reference forward (obe.training.numerics.forward_logits with the HF model)."""
-    from obe.training.numerics import forward_logits
+    """The trainer's reference forward (obe.engines.policy.forward_logits with the HF model)."""
+    from obe.engines.policy import forward_logits
 
     return forward_logits(model, p_ids, p_mask, c_ids, c_mask)
 

@@ -27,6 +27,7 @@ from test_slurm import (BEFORE_GRADING, copy_tree, grading_diff_only_timeouts, g
 
 SMOKE = ["--configfile", "configs/smoke.yaml"]
 R = "results/smoke"
+SEAMS = Path(__file__).resolve().parent / "seams.py"  # training callbacks through which a test holds a run
 
 # A test set with one malformed JSON line and one row without an answer (MATH-500 layout).
 BAD_TEST_SET = "\n".join([
@@ -212,10 +213,11 @@ def test_kill_9_during_training_then_recovery_commands_give_the_uninterrupted_ou
     # after training ended: the fresh grpo run waits after step 3 (between its checkpoints at
     # steps 2 and 4) until the kill, so at least one run is always cut mid-way; the other runs
     # are killed wherever the random delay finds them. The resumed run does not wait.
-    env = dict(run_env(), OBE_TEST_HOLD_AFTER_STEP="grpo:3")
+    hold = {"train": {"callbacks": [f"{SEAMS}:HoldAfterStep=" + json.dumps({"method": "grpo", "step": 3})]}}
+    fault = [*SMOKE, preset(tmp_path, "hold", hold)]  # the same options for the killed run and its recovery
     with open(log, "w") as fh:
         # a process group of its own, as a batch job's: the kill takes Snakemake and every job
-        proc = subprocess.Popen([*snakemake_cmd(), "--cores", "2", *SMOKE], cwd=fault_tree, env=env,
+        proc = subprocess.Popen([*snakemake_cmd(), "--cores", "2", *fault], cwd=fault_tree, env=run_env(),
                                 stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             deadline = time.monotonic() + 300
@@ -233,12 +235,12 @@ def test_kill_9_during_training_then_recovery_commands_give_the_uninterrupted_ou
     assert unfinished, f"the kill (seed {seed}, {delay:.2f} s into training) came after training ended"
 
     # the README's recovery commands, in order
-    res = smk(fault_tree, "--unlock", "--cores", "2", *SMOKE)
+    res = smk(fault_tree, "--unlock", "--cores", "2", *fault)
     assert res.returncode == 0, res.stderr[-3000:]
-    res = smk(fault_tree, "--cores", "2", *SMOKE)
+    res = smk(fault_tree, "--cores", "2", *fault)
     asked = "--rerun-incomplete" in res.stdout + res.stderr
     if res.returncode != 0 and asked:
-        res = smk(fault_tree, "--cores", "2", *SMOKE, "--rerun-incomplete")
+        res = smk(fault_tree, "--cores", "2", *fault, "--rerun-incomplete")
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
     assert not list((fault_tree / R).rglob("corrupt")) and not list((fault_tree / R).rglob("superseded"))
 

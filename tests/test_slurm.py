@@ -61,15 +61,19 @@ CLUSTER_CPUS = 2
 GPU_RULES = {"sample", "train"}
 # A training job killed by its time limit. The test gives training jobs a 1-minute first attempt
 # (TIME_LIMIT_CONFIG; attempt k gets k minutes, rules/common.smk) and makes the trainer of
-# SLOW_RUN wait after step SLOW_HOLD_STEP of its 4 until a signal comes (OBE_TEST_HOLD_AFTER_STEP, a
-# test-only hook in obe.train; a resumed run does not wait), so that attempt 1 cannot finish,
+# SLOW_RUN wait after step SLOW_HOLD_STEP of its 4 until a signal comes (tests/seams.py's HoldAfterStep,
+# a training callback in TIME_LIMIT_CONFIG; a resumed run does not wait), so that attempt 1 cannot finish,
 # whatever the machine's speed and Slurm's timer granularity: at the limit Slurm sends SIGTERM, the trainer saves
 # a checkpoint and exits 143 (KillWait later Slurm would SIGKILL it), the job ends TIMEOUT, the
 # profile's `retries` resubmit it with 2 minutes and it resumes. The batch method, because its
 # bonus gives gradients even when no smoke rollout is correct (GRPO's are then all zero).
 SLOW_RUN = "batch__s0"
 SLOW_HOLD_STEP = 2
-TIME_LIMIT_CONFIG = "resources:\n  train: {runtime: 1}\n"
+SEAMS = REPO / "tests" / "seams.py"  # training callbacks through which a test holds a run
+TIME_LIMIT_CONFIG = json.dumps({  # JSON is YAML
+    "resources": {"train": {"runtime": 1}},
+    "train": {"callbacks": [f"{SEAMS}:HoldAfterStep=" + json.dumps({"method": SLOW_RUN.split("__")[0],
+                                                                    "step": SLOW_HOLD_STEP})]}})
 
 
 def snakemake_cmd() -> list[str]:
@@ -228,8 +232,9 @@ REPORT_TIME = re.compile(rb"Generated \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC")
 IGNORED_PT_KEYS = {"numpy"}
 
 
-# JSON fields that name a W&B run: random per run by design, like the wandb_run_id files.
-RUN_ID_KEYS = {"run_id"}
+# JSON fields that name a W&B run: random per run by design, like the wandb_run_id files; and the
+# runs' callbacks (train.callbacks), which hold one of the compared runs at a step by design.
+RUN_ID_KEYS = {"run_id", "callbacks"}
 
 
 def without_timings(obj):
@@ -324,12 +329,11 @@ def test_smoke_dag_through_slurm_matches_local_run(cluster, tmp_path):
     # The literal user command plus the test cluster's overrides. gpus_per_job=1 makes the
     # sampling and training jobs ask for a GPU (a fake GRES; the code still runs on the CPU)
     # so that the request goes through sbatch and the scheduler. time_limit.yaml and the
-    # trainer's test hook make SLOW_RUN's training job outlive its first time limit.
+    # HoldAfterStep callback make SLOW_RUN's training job outlive its first time limit.
     (slurm_tree / "time_limit.yaml").write_text(TIME_LIMIT_CONFIG)
     cmd = [*snakemake_cmd(), "--cores", "all", "--profile", "slurm", *SMOKE, "time_limit.yaml",
            "--config", "gpus_per_job=1", *TEST_CLUSTER_ARGS]
-    slow_method = SLOW_RUN.split("__")[0]
-    slurm_env = {**run_env(cluster.env), "OBE_TEST_HOLD_AFTER_STEP": f"{slow_method}:{SLOW_HOLD_STEP}"}
+    slurm_env = run_env(cluster.env)
     with open(local_log, "w") as local_fh, open(slurm_log, "w") as slurm_fh:
         local = subprocess.Popen(
             local_cmd, cwd=local_tree, env=env, stdout=local_fh, stderr=subprocess.STDOUT,

@@ -99,8 +99,8 @@ def straight(env):
 
 def test_help_documents_every_option_and_list_metrics(capsys):
     text = build_parser().format_help()
-    for f in fields(TrainConfig):
-        assert "--" + f.name.replace("_", "-") in text
+    for f in fields(TrainConfig):  # one flag per field; the list of callbacks is a repeatable --callback
+        assert "--" + ("callback" if f.name == "callbacks" else f.name.replace("_", "-")) in text
     assert T.main(["--list-metrics"]) == 0
     printed = capsys.readouterr().out
     assert all(k in printed for k in METRICS)
@@ -208,9 +208,10 @@ def test_nan_stops_keeps_checkpoint_and_resume_matches(env, straight, tmp_path, 
     argv = ["--model", env["model"], "--train-data", env["data"], "--out", str(out), "--method", "ucb",
             "--steps", "6", "--batch-questions", "4", "--n", "4", "--max-new-tokens", str(MAX_NEW), "--lr", "3e-3",
             "--threads", "1", "--checkpoint-every", "2", "--wandb-dir", str(out)]
-    assert T.main(argv + ["--debug-nan-step", "4"]) == 1
+    poison = f"{Path(__file__).parent / 'seams.py'}:PoisonWeightsAfterStep=" + '{"step": 3}'
+    assert T.main(argv + ["--callback", poison]) == 1  # NaN weights after step 3: step 4 stops the run
     err = capsys.readouterr().err
-    assert "non-finite loss at step 4" in err and "step_2" in err
+    assert "non-finite logits while sampling" in err and "at step 4" in err and "step_2" in err
     assert [p.name for p in ckpt.list_checkpoints(out / "checkpoints")] == ["step_2"]
     assert [r["step"] for r in read_rows(out / "metrics.jsonl")] == [1, 2, 3]  # step 3 past the checkpoint
     assert not (out / "final").exists()

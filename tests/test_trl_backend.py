@@ -29,6 +29,7 @@ import torch
 
 trl = pytest.importorskip("trl", reason="trl is not installed (pip install -e '.[test]')")
 
+from obe.core import checkpoint as ckpt  # noqa: E402
 from obe.engines import trl_backend, trl_trainer  # noqa: E402
 from obe.rl.advantages import AdvantageConfig, binary_rewards  # noqa: E402
 from obe.rl.bonuses import ExplorationConfig, exploration_step, token_advantages  # noqa: E402
@@ -51,6 +52,14 @@ TEMPLATE = "{problem}\n"
 B, N, MAX_NEW, STEPS = 4, 4, 24, 3
 TOL = 1e-6
 EXTRA = {name: default for name, (_, default, _) in trl_backend.EXTRA.items()}
+
+
+def latest_checkpoint(root: Path):
+    return ckpt.latest(root, trl_trainer.TRL_LAYOUT)
+
+
+def checkpoint_state(folder: Path) -> dict:
+    return ckpt.read_state(folder, trl_trainer.TRL_LAYOUT)
 
 
 @pytest.fixture(scope="module")
@@ -308,8 +317,8 @@ def test_two_processes_keep_identical_count_tables(setup, tmp_path):
     # the loss differs in the last bits (2 x half-batch micro-steps vs 1); the rollout side is exact
     drop = TIMING_KEYS | {"loss", "grad_norm", "entropy", "clip_ratio", "clip_ratio/low", "clip_ratio/high"}
     assert _rows(one / "metrics.jsonl", drop) == _rows(two / "metrics.jsonl", drop)
-    last = trl_trainer.latest_checkpoint(two / "checkpoints")
-    assert OutcomeCounts.from_dict(trl_trainer.read_state(last)["counts"]) == table
+    last = latest_checkpoint(two / "checkpoints")
+    assert OutcomeCounts.from_dict(checkpoint_state(last)["counts"]) == table
 
 
 @pytest.mark.slow
@@ -320,9 +329,9 @@ def test_killed_run_resumes_with_the_count_table(setup, tmp_path):
     worker(setup, straight, *flags)
     res = worker(setup, killed, *flags, worker_flags=("--kill-at-step", "3"), check=False)
     assert res.returncode == -9, res.stderr[-3000:]
-    ck = trl_trainer.latest_checkpoint(killed / "checkpoints")
+    ck = latest_checkpoint(killed / "checkpoints")
     assert ck is not None and ck.name == "checkpoint-2"
-    saved = OutcomeCounts.from_dict(trl_trainer.read_state(ck)["counts"])
+    saved = OutcomeCounts.from_dict(checkpoint_state(ck)["counts"])
     assert saved.total() == 2 * B * N
     res = worker(setup, killed, *flags)
     assert "resuming from" in res.stderr and "checkpoint-2" in res.stderr
@@ -375,7 +384,7 @@ def test_smoke_dag_with_the_trl_backend(tmp_path):
         assert json.loads((folder / "config.json").read_text())["backend"] == "trl"
         done = json.loads((folder / "done.json").read_text())
         assert done["steps"] == 4 and done["metrics_rows"] == 4
-        assert trl_trainer.latest_checkpoint(folder / "checkpoints") is not None
+        assert latest_checkpoint(folder / "checkpoints") is not None
         assert (root / "eval" / run / "step4" / "synthetic" / "summary.json").exists()
     assert "<img" in (root / "report.html").read_text()
     assert "python -m accelerate.commands.launch --config_file" in out.stdout + out.stderr  # the rule's command
@@ -394,7 +403,7 @@ def test_lora_switch_saves_plain_merged_snapshots(setup, tmp_path):
 
     out = tmp_path / "lora"
     worker(setup, out, "--lora-r", "4", "--lora-alpha", "8", "--lr", "0.05", "--save-steps", "1", steps=2)
-    ck = trl_trainer.latest_checkpoint(out / "checkpoints")
+    ck = latest_checkpoint(out / "checkpoints")
     assert (ck / "adapter_model.safetensors").is_file()  # the checkpoint holds the adapter, not the model
     base = load_file(str(Path(setup["model_dir"]) / "model.safetensors"))
     for folder in (out / "snapshots" / "step_1", out / "final"):
@@ -481,7 +490,7 @@ def test_sigterm_checkpoints_the_step_and_exits_143(setup, tmp_path):
     res = worker(setup, termed, *flags, worker_flags=("--term-at-step", "3"), check=False)
     assert res.returncode == 143, res.stderr[-3000:]
     assert "signal 15 received; checkpoint saved at step 3" in res.stderr
-    ck = trl_trainer.latest_checkpoint(termed / "checkpoints")
+    ck = latest_checkpoint(termed / "checkpoints")
     assert ck.name == "checkpoint-3" and not (termed / "final").exists()
     assert len(_rows(termed / "metrics.jsonl")) == 3
     worker(setup, termed, *flags)
@@ -544,7 +553,7 @@ def test_mu_updates_per_batch(setup, tmp_path):
     rows = _rows(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
     assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
-    state = trl_trainer.read_state(trl_trainer.latest_checkpoint(out / "checkpoints"))
+    state = checkpoint_state(latest_checkpoint(out / "checkpoints"))
     assert state["step"] == 2 and state["global_step"] == 4
     assert OutcomeCounts.from_dict(state["counts"]).total() == 2 * B * N
     done = trl_backend.done_record(out)
@@ -564,7 +573,7 @@ def test_resume_with_another_config_is_refused_or_restarted(setup, tmp_path):
     assert "starting over" in res.stderr
     assert json.loads((out / "config.json").read_text())["coef"] == 0.5
     assert [r["step"] for r in _rows(out / "metrics.jsonl")] == [1, 2]
-    assert trl_trainer.read_state(trl_trainer.latest_checkpoint(out / "checkpoints"))["config"]["coef"] == 0.5
+    assert checkpoint_state(latest_checkpoint(out / "checkpoints"))["config"]["coef"] == 0.5
     # the first run is set aside, not deleted (issue 16's rule for obe.train holds here too)
     (aside,) = (out / "superseded").iterdir()
     assert "different config (coef)" in (aside / "why.txt").read_text()

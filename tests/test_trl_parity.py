@@ -51,7 +51,7 @@ from obe.grading import grade  # noqa: E402
 from obe.rl.loss import policy_loss, token_logprobs  # noqa: E402
 from obe.engines.rollout import completion_mask, left_pad  # noqa: E402
 from obe.engines.fastlm import LeanLM  # noqa: E402
-from obe.training.numerics import forward_logits  # noqa: E402
+from obe.engines.policy import forward_logits  # noqa: E402
 
 from tiny_model import build_tiny_model  # noqa: E402
 

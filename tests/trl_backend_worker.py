@@ -112,7 +112,7 @@ def main(argv: list[str]) -> int:
         if dump:
             rank = trainer.accelerator.process_index
             Path(cfg.out, f"counts_rank{rank}.json").write_text(
-                json.dumps({"counts": trainer.counts.to_dict(), "solved": sorted(trainer.solved)}))
+                json.dumps({"counts": trainer.counts.to_dict(), "solved": sorted(trainer.run.solved)}))
 
     trl_backend.run(cfg, extra, rollout_func=FixedRollouts(tok, gold, cfg.max_new_tokens, kill, term_at_step=term),
                     on_end=on_end)
