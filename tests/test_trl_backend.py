@@ -624,3 +624,74 @@ def test_chat_prompts_are_graded_on_the_completion_text(setup, tmp_path):
     assert len(rows) == 2 * B * N
     assert not any(r["outcome_key"] == "<error>" for r in rows)
     assert any(r["correct"] for r in rows) and not all(r["correct"] for r in rows)
+
+
+# -- several processes: resume mid-epoch, an agreed stop, a corrupt checkpoint -----------------------
+
+
+@pytest.mark.slow
+def test_two_processes_killed_mid_epoch_resume_the_same_data_order(setup, tmp_path):
+    """2 ranks, 8 questions of 4 per step: checkpoint-3 lies mid-epoch (step 3 opens epoch 1).
+    Killed at step 5 and rerun, the run resumes at step 3 and replays the uninterrupted run's
+    questions, count tables and metrics. (accelerate's resumed multi-process dataloader does not
+    forward set_epoch to the sampler: the order came out of epoch 0's shuffle before.)"""
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    flags = ("--checkpoint-every", "3", "--steps", "6")
+    worker(setup, straight, *flags, nproc=2)
+    res = worker(setup, killed, *flags, nproc=2, worker_flags=("--kill-at-step", "5"), check=False)
+    assert res.returncode != 0
+    assert latest_checkpoint(killed / "checkpoints").name == "checkpoint-3"
+    res = worker(setup, killed, *flags, nproc=2)
+    assert "resuming from" in res.stderr and "checkpoint-3" in res.stderr
+    order = lambda d: [(r["step"], r["question_id"]) for r in _rows(d / "rollouts.jsonl")]  # noqa: E731
+    assert order(killed) == order(straight)
+    assert len({q for s, q in order(straight) if s in (3, 4)}) == 8  # epoch 1 covers every question once
+    assert _rows(killed / "rollouts.jsonl") == _rows(straight / "rollouts.jsonl")
+    assert _rows(killed / "metrics.jsonl", TIMING_KEYS) == _rows(straight / "metrics.jsonl", TIMING_KEYS)
+    for r in (0, 1):
+        assert (json.loads((killed / f"counts_rank{r}.json").read_text())
+                == json.loads((straight / f"counts_rank{r}.json").read_text()))
+    state = checkpoint_state(latest_checkpoint(killed / "checkpoints"))
+    assert state["step"] == 6 and len(state["counts_digest_by_rank"]) == 2
+    assert len(set(state["counts_digest_by_rank"])) == 1
+
+
+@pytest.mark.slow
+def test_sigterm_on_one_rank_stops_both_at_the_same_step(setup, tmp_path):
+    """SIGTERM reaching one rank only (a node's processes signalled first): both ranks agree to
+    checkpoint step 3 and exit 143, no final/; the rerun ends where the straight run ends, on a
+    checkpoint of its last step (a collective that no rank may skip)."""
+    straight, termed = tmp_path / "straight", tmp_path / "termed"
+    flags = ("--checkpoint-every", "2", "--steps", "4")
+    worker(setup, straight, *flags, nproc=2)
+    res = worker(setup, termed, *flags, nproc=2, worker_flags=("--term-at-step", "3", "--term-rank", "1"),
+                 check=False)
+    assert res.returncode != 0 and "exitcode  : 143" in res.stderr, res.stderr[-3000:]
+    assert "checkpoint saved at step 3" in res.stderr
+    assert [p.name for p in ckpt.list_checkpoints(termed / "checkpoints", trl_trainer.TRL_LAYOUT)] == [
+        "checkpoint-2", "checkpoint-3"]
+    assert ckpt.verify(termed / "checkpoints" / "checkpoint-3", layout=trl_trainer.TRL_LAYOUT) is None
+    assert not (termed / "final").exists()
+    worker(setup, termed, *flags, nproc=2)
+    assert _rows(termed / "rollouts.jsonl") == _rows(straight / "rollouts.jsonl")
+    assert _rows(termed / "metrics.jsonl", TIMING_KEYS) == _rows(straight / "metrics.jsonl", TIMING_KEYS)
+    assert checkpoint_state(latest_checkpoint(termed / "checkpoints"))["step"] == 4
+
+
+@pytest.mark.slow
+def test_a_corrupt_newest_checkpoint_is_set_aside_and_the_previous_one_resumes(setup, tmp_path):
+    """A truncated model.safetensors in the newest checkpoint (a preempted job on a shared file
+    system): the rerun with more steps moves it to checkpoints/corrupt/ (naming the file) and
+    resumes from the one before, ending as a straight run of the longer length."""
+    straight, run = tmp_path / "straight", tmp_path / "run"
+    worker(setup, straight, "--checkpoint-every", "2", "--steps", "6")
+    worker(setup, run, "--checkpoint-every", "2", "--steps", "4")
+    weights = run / "checkpoints" / "checkpoint-4" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    res = worker(setup, run, "--checkpoint-every", "2", "--steps", "6")
+    assert "checkpoint-4 skipped" in res.stderr and "model.safetensors" in res.stderr
+    assert "resuming from" in res.stderr and "checkpoint-2 (step 2)" in res.stderr
+    aside = list((run / "checkpoints" / "corrupt").glob("checkpoint-4.*.why.txt"))
+    assert len(aside) == 1 and "truncated" in aside[0].read_text()
+    assert _rows(run / "rollouts.jsonl") == _rows(straight / "rollouts.jsonl")
+    assert _rows(run / "metrics.jsonl", TIMING_KEYS) == _rows(straight / "metrics.jsonl", TIMING_KEYS)

@@ -9,8 +9,9 @@ missing answers.
     python tests/trl_backend_worker.py [--kill-at-step K] [--dump-counts] -- <obe.engines.trl_backend flags>
 
 ``--kill-at-step K``: SIGKILL this process when step K starts generating (after the
-checkpoints of the steps before); ``--term-at-step K``: SIGTERM it there instead; ``--dump-counts``: each rank writes its final count table and
-solved set to ``OUT/counts_rank{r}.json``.
+checkpoints of the steps before); ``--term-at-step K``: SIGTERM it there instead (``--term-rank R``:
+only rank R's process); ``--dump-counts``: each rank writes its final count table and solved
+set to ``OUT/counts_rank{r}.json``.
 """
 
 from __future__ import annotations
@@ -62,17 +63,18 @@ class FixedRollouts:
     step's batch (same completions whatever the order the sampler put the prompts in)."""
 
     def __init__(self, tok, gold_by_prompt: dict[str, str], max_new: int, kill_at_step: int = 0, by: str = "position",
-                 term_at_step: int = 0):
+                 term_at_step: int = 0, term_rank: int | None = None):
         self.tok, self.gold, self.max_new, self.kill_at_step = tok, gold_by_prompt, max_new, kill_at_step
-        self.by, self.term_at_step = by, term_at_step
+        self.by, self.term_at_step, self.term_rank = by, term_at_step, term_rank
 
     def __call__(self, prompts, trainer):
         step = trainer.state.global_step + 1
         if step == self.kill_at_step:
             os.kill(os.getpid(), signal.SIGKILL)
-        if step == self.term_at_step:  # as Slurm at a time limit: the step finishes, then checkpoint + exit 143
-            os.kill(os.getpid(), signal.SIGTERM)
-        base = trainer.accelerator.process_index * len(prompts)
+        rank = trainer.accelerator.process_index
+        if step == self.term_at_step and self.term_rank in (None, rank):  # as Slurm at a time limit: the step
+            os.kill(os.getpid(), signal.SIGTERM)                          # finishes, then checkpoint + exit 143
+        base = rank * len(prompts)
         out = {"prompt_ids": [], "completion_ids": [], "logprobs": None}
         seen: dict[str, int] = {}
         for i, p in enumerate(prompts):
@@ -93,13 +95,15 @@ def main(argv: list[str]) -> int:
     from obe.engines.models import render_template
     from obe.core.records import read_jsonl
 
-    kill, term, dump = 0, 0, False
+    kill, term, term_rank, dump = 0, 0, None, False
     while argv and argv[0] != "--":
         flag = argv.pop(0)
         if flag == "--kill-at-step":
             kill = int(argv.pop(0))
         elif flag == "--term-at-step":
             term = int(argv.pop(0))
+        elif flag == "--term-rank":
+            term_rank = int(argv.pop(0))
         elif flag == "--dump-counts":
             dump = True
         else:
@@ -114,7 +118,8 @@ def main(argv: list[str]) -> int:
             Path(cfg.out, f"counts_rank{rank}.json").write_text(
                 json.dumps({"counts": trainer.counts.to_dict(), "solved": sorted(trainer.run.solved)}))
 
-    trl_backend.run(cfg, extra, rollout_func=FixedRollouts(tok, gold, cfg.max_new_tokens, kill, term_at_step=term),
+    trl_backend.run(cfg, extra, rollout_func=FixedRollouts(tok, gold, cfg.max_new_tokens, kill, term_at_step=term,
+                                                                 term_rank=term_rank),
                     on_end=on_end)
     return 0
 

@@ -145,11 +145,20 @@ class EpochSeededSampler(torch.utils.data.Sampler):
         return len(self.inner)
 
 
+def _restore_indexed_cpu(obj, location: str):
+    """A ``torch.load`` deserializer for the location ``cpu:N``: transformers loads the optimizer
+    state of a multi-process run with ``map_location=args.device``, which on CPU processes is
+    ``cpu:0``, a location torch's own deserializers leave unhandled (the resume then fails)."""
+    return obj if location.startswith("cpu:") else None
+
+
 def _make_trainer_class():
     from accelerate.utils import gather_object
     from trl import GRPOTrainer
 
     from obe.engines.rollout import answer_token_mask
+
+    torch.serialization.register_package(100, lambda obj: None, _restore_indexed_cpu)
 
     class ObeGRPOTrainer(GRPOTrainer):
         """``GRPOTrainer`` whose advantages are obe's (:func:`obe.rl.bonuses.apply_exploration`).
