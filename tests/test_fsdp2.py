@@ -16,7 +16,8 @@ the ``Accelerator`` (the three attributes it reads) and a real ``FullyShardedDat
     fp32, and no unsharded gradient is left after any micro-batch;
 (c) the defect: under ``set_requires_gradient_sync(False)`` (accelerate's ``no_sync``) with the
     policy accelerate builds for ``bf16=True``, every rank holds the full, unsharded gradient of
-    every parameter, in bf16, and no sharded one.
+    every parameter, in bf16, and no sharded one: the c P bytes ``obe.scale.accumulation_bytes``
+    counts.
 
 The worker runs once per session (~20-30 s on 2 shared cores) and writes what it measured;
 the tests assert on it.
@@ -307,6 +308,20 @@ def test_no_sync_keeps_full_unsharded_bf16_gradients_on_every_rank(ranks, family
         last = run["micro_batches"][-1]  # the synced micro-batch reduces them: right result, late
         assert last["unsharded"] == {} and all(g["local"] < g["full"] for g in last["sharded"].values())
         assert run["rel_error"] < 0.03
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_obe_scale_counts_the_unsharded_gradients_no_sync_keeps(ranks, family):
+    from obe import scale
+
+    tied = family != "llama"
+    arch = scale.Arch(hidden=32, layers=2, heads=4, kv_heads=2, head_dim=8, intermediate=64, vocab=VOCAB, tied=tied,
+                      max_positions=64, qkv_bias=tied)
+    kept = ranks[0][family]["no_sync/accelerate-bf16"]["micro_batches"][0]["unsharded"]
+    measured = sum(size * {"bfloat16": 2, "float32": 4}[dtype] for size, dtype in kept.values())
+    prec = scale.precision("bfloat16", "float32", sharded=True)
+    assert measured == scale.accumulation_bytes(scale.param_count(arch), prec, sharded_accumulation=False)
+    assert scale.accumulation_bytes(scale.param_count(arch), prec, sharded_accumulation=True) == 0
 
 
 if __name__ == "__main__":
