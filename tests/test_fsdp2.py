@@ -19,8 +19,8 @@ the ``Accelerator`` (the three attributes it reads) and a real ``FullyShardedDat
     every parameter, in bf16, and no sharded one: the c P bytes ``obe.scale.accumulation_bytes``
     counts.
 
-The worker runs once per session (~20-30 s on 2 shared cores) and writes what it measured;
-the tests assert on it.
+The worker runs once per session (12-31 s on 2 shared cores at load 4-9, 2026-12-07) and
+writes what it measured; the tests assert on it.
 """
 
 from __future__ import annotations
@@ -95,8 +95,10 @@ def batches(rank: int):
 def unsharded_grads(model) -> dict[str, tuple[int, str]]:
     """Unsharded gradients FSDP2 holds for its parameters (torch 2.13 internals: the autograd
     gradient of the gathered parameter, or the copy FSDP keeps in the reduce dtype)."""
+    from obe.engines import fsdp
+
     out = {}
-    for unit in __import__("obe.engines.fsdp", fromlist=["x"]).fsdp2_units(model):
+    for unit in fsdp.fsdp2_units(model):
         for group in unit._get_fsdp_state()._fsdp_param_groups:
             for p in group.fsdp_params:
                 g = p.unsharded_accumulated_grad
