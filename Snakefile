@@ -13,8 +13,10 @@ configfile: "config.yaml"
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from obe.core.config import validate_config
+from obe.core.progress import quiet_library_bars
 
 validate_config(config)
+quiet_library_bars()  # jobs log to files: no library progress bars in them (obe.core.progress)
 
 
 include: "rules/common.smk"
