@@ -185,7 +185,8 @@ def run_line(summary: dict[str, Any]) -> str:
         else f"experiment `{summary['experiment']}` ({r['jobs']} jobs)"
     line = f"Run: {what} on {r['date']}"
     if r["commit"]:
-        dirty = f" (+{r['uncommitted_files']} uncommitted files)" if r["uncommitted_files"] else ""
+        n = r["uncommitted_files"]
+        dirty = f" (+{n} uncommitted file{'s' if n > 1 else ''})" if n else ""
         line += f" at commit `{r['commit'][:10]}`{dirty}"
     line += (f": {r['wall_seconds'] / 60:.1f} min wall ({r['wall_from']}), "
              f"{r['job_cpu_seconds'] / 60:.1f} min of job CPU time")
