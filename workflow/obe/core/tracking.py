@@ -37,11 +37,11 @@ already there, with the same values). Offline, each start writes its own
 ``offline-run-*-<id>`` folder. ``wandb sync`` does not merge such folders: each one's history
 is uploaded from its first row over what the run held (wandb/wandb#3841, #5865; wandb-core's
 sync, in its 0.28 source, builds a synced folder's settings without a resume mode, so the
-branch that would start past the server's last row never runs). So the resumed stage re-logs every kept row (``relog_rows``) first, which makes its
-folder the whole history, and no other stage writes into a training run's id (evaluations
-have runs of their own, ``obe.log_evals``). A killed process loses what wandb had not yet
-flushed to its ``.wandb`` file (up to ~15 s), and a resumable stage never shares a parent's
-wandb-core (``leave_inherited_service``).
+branch that would start past the server's last row never runs). So the resumed stage re-logs
+every kept row (``relog_rows``) first, which makes its folder the whole history, and no other
+stage writes into a training run's id (evaluations have runs of their own, ``obe.log_evals``).
+A killed process loses what wandb had not yet flushed to its ``.wandb`` file (up to ~15 s),
+and a resumable stage never shares a parent's wandb-core (``leave_inherited_service``).
 """
 
 from __future__ import annotations
