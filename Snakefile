@@ -13,8 +13,11 @@ configfile: "config.yaml"
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from obe.core.config import validate_config
+from obe.core.progress import quiet_library_bars
+from obe.results import record_invocation
 
 validate_config(config)
+quiet_library_bars()  # jobs log to files: no library progress bars in them (obe.core.progress)
 
 
 include: "rules/common.smk"
@@ -25,6 +28,11 @@ include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/bandits.smk"
 include: "rules/analysis.smk"
+
+
+# When, where and at which commit this invocation ran, for the results summary (python -m obe.results).
+onstart:
+    record_invocation(R, workflow.basedir)
 
 
 rule all:

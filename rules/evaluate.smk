@@ -20,8 +20,8 @@ rule evaluate:
 
 
 rule log_evals:
-    """A trained model's evaluations into its W&B run, on the training-step axis (base = step 0):
-    one small job after all of them, since W&B takes a run from one process at a time."""
+    """A trained model's evaluations as a W&B run beside its training run (same group and config),
+    on the training-step axis (base = step 0): one small job after all of them."""
     input:
         done=f"{R}/train/{{method}}__s{{seed}}/done.json",
         summaries=run_eval_summaries,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -129,3 +130,70 @@ def test_sharding_and_colocated_vllm_need_the_trl_backend(default_config, key, v
         validate_config(cfg)
     cfg["train"]["backend"] = "trl"
     validate_config(cfg)
+
+
+# -- `snakemake --config` values ------------------------------------------------------------
+
+
+def _with_cli(default_config, *entries: str) -> dict:
+    """The config Snakemake builds for `--config ENTRY ...` over config.yaml (its own parser)."""
+    from snakemake.cli import parse_config
+
+    return deep_merge(copy.deepcopy(default_config), parse_config(list(entries)))
+
+
+def test_command_line_values_get_the_schema_types(default_config):
+    cfg = _with_cli(default_config,
+                    'methods={"batch": {"coef": 0.5, "gate_solved": false}, "ucb_con": {"b0": 1}}',
+                    'train={"seeds": [3, 4], "steps": 50, "lr": 1e-4, "gradient_checkpointing": true}',
+                    'evaluation={"steps": [25]}', 'resources={"train": {"gpus": null, "threads": 2}}',
+                    'wandb={"tags": [paper, 2]}', "experiment=2024", "threads=2")
+    assert cfg["methods"]["batch"]["coef"] == "0.5"  # what Snakemake hands over, nested: text
+    validate_config(cfg)
+    assert cfg["methods"]["batch"] == {**default_config["methods"]["batch"], "coef": 0.5, "gate_solved": False}
+    assert cfg["methods"]["ucb_con"]["b0"] == 1 and cfg["methods"]["ucb_con"]["coef"] == 1.0
+    train = cfg["train"]
+    assert (train["seeds"], train["steps"], train["lr"], train["gradient_checkpointing"]) == ([3, 4], 50, 1e-4, True)
+    assert cfg["evaluation"]["steps"] == [25]
+    assert cfg["resources"]["train"]["gpus"] is None and cfg["resources"]["train"]["threads"] == 2
+    assert cfg["wandb"]["tags"] == ["paper", "2"]  # text stays text
+    assert cfg["experiment"] == "2024" and cfg["threads"] == 2
+
+
+def test_command_line_values_equal_the_same_text_in_a_config_file(default_config, tmp_path):
+    text = '{"batch": {"coef": 0.5, "leave_one_out": true}, "ucb": {"coef": 2}}'
+    cli = _with_cli(default_config, f"methods={text}")
+    from_file = deep_merge(copy.deepcopy(default_config), yaml.safe_load(f"methods: {text}"))
+    validate_config(cli)
+    validate_config(from_file)
+    assert cli == from_file
+
+
+@pytest.mark.parametrize("entry,error", [
+    ('methods={"batch": {"coef": high}}', r"methods\.batch\.coef: 'high' is not of type 'number'"),
+    ('train={"steps": 2.5}', r"train\.steps: '2\.5' is not of type 'integer'"),
+    ('train={"seeds": [1, x]}', r"train\.seeds\.1: 'x' is not of type 'integer'"),
+    ('train={"gradient_checkpointing": maybe}', r"train\.gradient_checkpointing: 'maybe' is not of type 'boolean'"),
+    ('methods={"batch": {"coef": -1}}', r"methods\.batch\.coef: -1 is less than the minimum of 0"),
+])
+def test_a_command_line_value_that_does_not_fit_names_its_key(default_config, entry, error):
+    with pytest.raises(ConfigError, match=error):
+        validate_config(_with_cli(default_config, entry))
+
+
+def test_config_override_on_the_command_line_plans_the_same_commands_as_a_config_file(tmp_path):
+    """`snakemake -n --config 'methods={"batch": {"coef": 0.5}}'` is accepted (it was refused as
+    "'0.5' is not of type 'number'") and plans the commands the same override in a file plans."""
+    from test_dag import snakemake
+
+    override = tmp_path / "override.yaml"
+    override.write_text("methods:\n  batch: {coef: 0.5}\n")
+    base = ["-n", "-p", "--cores", "2", "--configfile", "configs/smoke.yaml"]
+    results = f"results_dir={tmp_path / 'results'}"
+    plans = [snakemake(*base, "--config", results, 'methods={"batch": {"coef": 0.5}}'),
+             snakemake(*base, str(override), "--config", results)]
+    for out in plans:
+        assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    commands = [sorted(c for c in re.findall(r"Shell command: (.*?)\n\n", out.stdout, flags=re.S) if "obe.train" in c)
+                for out in plans]
+    assert commands[0] == commands[1] and any("--method=batch" in c and "--coef=0.5" in c for c in commands[0])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -61,19 +62,23 @@ def _log_a_run(wandb_dir: str) -> None:
 
 
 @pytest.mark.slow
-def test_offline_run_reads_back(monkeypatch, tmp_path):
+def test_offline_run_reads_back(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
     _log_a_run(str(tmp_path))
     (run_file,) = glob.glob(str(tmp_path / "wandb" / "offline-run-*" / "run-*.wandb"))
+    # One line of the job's log says the run is offline, where it is and how to upload it.
+    folder = os.path.dirname(run_file)
+    assert f"W&B run ucb__s1 ({folder.rsplit('-', 1)[1]}) is offline, in {folder}; upload it with: wandb sync {folder}" \
+        in capsys.readouterr().err
     records = _read_records(run_file)
     run = next(r["run"] for r in records if r["type"] == "run")
-    assert run["run_group"] == "exp-test"
+    assert run["run_group"] == "exp-test/ucb"  # W&B's default grouping averages a method's seeds
     assert run["job_type"] == "train"
     assert not run.get("resume")  # without run_id: a new run of wandb's own id, as for every stage
     assert run["display_name"] == "ucb__s1"
-    config = run["config"]["update"]
-    assert config["method"] == "ucb" and config["coef"] == 0.2 and config["seed"] == 1
+    config = {k: v for k, v in run["config"]["update"].items() if k != "_wandb"}
+    assert config == {"method": "ucb", "coef": 0.2, "seed": 1, "experiment": "exp-test"}
     history = [r["history"] for r in records if r["type"] == "history"]
     assert [h["step"]["num"] for h in history] == [0, 1, 2]  # one step axis
     assert [h["item"]["loss"] for h in history] == pytest.approx([1.0, 0.5, 1 / 3])
@@ -209,7 +214,9 @@ def test_offline_resume_writes_a_second_segment_of_the_same_run(monkeypatch, tmp
     histories = []
     for records in segments["abc123"]:
         run = next(r["run"] for r in records if r["type"] == "run")
-        assert run["run_id"] == "abc123" and run["resume"] is True  # `wandb sync` resumes, not overwrites
+        # Both folders are the one run (resumed); `wandb sync` uploads each from its first row, so a
+        # resumed trainer re-logs its kept rows first (relog_rows): the last folder is the whole history.
+        assert run["run_id"] == "abc123" and run["resume"] is True
         histories.append([r["history"]["step"]["num"] for r in records if r["type"] == "history"])
     assert histories == [[1, 2, 3], [3, 4, 5]]
 
@@ -248,24 +255,57 @@ def test_an_unreachable_server_is_asked_once_and_the_run_goes_offline_at_once(mo
     assert "W&B server http://127.0.0.1:9 unreachable within 3 s; writing this run offline" in err
 
 
-def test_log_evals_rows_on_the_training_step_axis(monkeypatch, tmp_path):
+def test_method_group_and_coef_in_the_run_config():
+    from obe.core.tracking import run_group, wandb_config
+    from obe.rl.methods import METHOD_NAMES
+
+    assert run_group("exp", "ucb_con") == "exp/ucb_con" and run_group("exp") == "exp"
+    for method in METHOD_NAMES:
+        config = wandb_config({"method": method, "coef": 0.2, "seed": 0}, "exp")
+        assert config["experiment"] == "exp" and config["seed"] == 0
+        assert config["coef"] == (None if method == "grpo" else 0.2), method  # GRPO has no coefficient
+    assert wandb_config({"coef": 0.2}, "exp", method="grpo") == {"coef": None, "experiment": "exp", "method": "grpo"}
+    assert wandb_config({"rows": 3}, "exp") == {"rows": 3, "experiment": "exp"}  # not a method's run
+
+
+@pytest.mark.slow
+def test_log_evals_writes_a_run_beside_the_training_run(monkeypatch, tmp_path):
+    """Offline, the evaluations are a run of their own (never a second folder of the training run's
+    id, which `wandb sync` would upload over the training curves): same group and config, W&B's
+    step = the training step, one row per step with every test set."""
     from obe import log_evals
 
-    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("WANDB_MODE", "offline")
     train_dir = tmp_path / "train" / "ucb_con__s1"
     train_dir.mkdir(parents=True)
     (train_dir / "config.json").write_text(json.dumps({"method": "ucb_con", "seed": 1, "steps": 100, "coef": 0.2}))
+    (train_dir / "wandb_run_id").write_text("train0run1\n")
     summaries = []
     for step, p1 in ((0, 0.2), (100, 0.35), (50, 0.3)):
-        path = tmp_path / f"s{step}.json"
-        path.write_text(json.dumps({"pass_at_k": {"1": p1, "2": p1 + 0.1}, "maj_at_k": {"1": p1, "2": p1},
-                                    "distinct_answers": 3.0, "answer_entropy": 1.1, "mean_length": 20.0,
-                                    "frac_no_answer": 0.0, "frac_truncated": 0.0, "mean_at_n": p1, "n": 2}))
-        summaries += ["--eval", f"{step}:math500={path}"]
+        for dataset in ("math500", "aime24"):
+            path = tmp_path / f"s{step}_{dataset}.json"
+            path.write_text(json.dumps({"pass_at_k": {"1": p1, "2": p1 + 0.1}, "maj_at_k": {"1": p1, "2": p1},
+                                        "distinct_answers": 3.0, "answer_entropy": 1.1, "mean_length": 20.0,
+                                        "frac_no_answer": 0.0, "frac_truncated": 0.0, "mean_at_n": p1, "n": 2}))
+            summaries += ["--eval", f"{step}:{dataset}={path}"]
     out = tmp_path / "out.json"
     assert log_evals.main(["--train-dir", str(train_dir), *summaries, "--out", str(out), "--experiment", "e",
                            "--wandb-dir", str(tmp_path)]) == 0
-    rows = json.loads(out.read_text())["rows"]
+    record = json.loads(out.read_text())
+    rows = record["rows"]
     assert [r["step"] for r in rows] == [0, 50, 100]  # the base model first, as step 0
-    assert rows[1]["eval/math500/pass@1"] == 0.3 and rows[1]["eval/math500/pass@2"] == pytest.approx(0.4)
-    assert {"eval/math500/maj@2", "eval/math500/distinct_answers", "eval/math500/answer_entropy"} <= set(rows[0])
+    assert rows[1]["eval/math500/pass@1"] == 0.3 and rows[1]["eval/aime24/pass@2"] == pytest.approx(0.4)
+    assert {"eval/math500/maj@2", "eval/aime24/distinct_answers", "eval/math500/answer_entropy"} <= set(rows[0])
+    segments = _offline_segments(tmp_path)
+    assert list(segments) == [record["run_id"]] and record["run_id"] != "train0run1"
+    (records,) = segments[record["run_id"]]
+    run = next(r["run"] for r in records if r["type"] == "run")
+    assert (run["run_group"], run["job_type"], run["display_name"]) == ("e/ucb_con", "eval", "ucb_con__s1__eval")
+    config = run["config"]["update"]
+    assert (config["method"], config["seed"], config["coef"], config["train_run_id"]) == ("ucb_con", 1, 0.2, "train0run1")
+    history = [r["history"] for r in records if r["type"] == "history"]
+    assert [h["step"]["num"] for h in history] == [0, 50, 100]
+    assert [h["item"]["eval/aime24/pass@1"] for h in history] == [0.2, 0.3, 0.35]
+    # The same evaluations logged again land in the same run; others in another one.
+    assert log_evals.eval_run_id("train0run1", "ucb_con__s1__eval", rows) == record["run_id"]
+    assert log_evals.eval_run_id("train0run1", "ucb_con__s1__eval", rows[:2]) != record["run_id"]

@@ -1,12 +1,15 @@
-"""W&B out of the box, read back from the smoke DAG's offline runs: one run per trained model
-holding its training curves and its evaluations on the training-step axis (base = step 0), few
-other runs, the completions table, and the config's wandb keys."""
+"""The smoke DAG run once with W&B offline, then read back as a user would: its W&B runs (one
+training run per trained model, its evaluations in a run beside it, grouped per method, the
+base model at step 0, few other runs, the completions table, the config's wandb keys), its job
+logs (no progress-bar leftovers, final outputs named, the offline line with its sync command),
+and a `--config` override's plan on the finished run."""
 
 from __future__ import annotations
 
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -26,9 +29,8 @@ def offline_dag(tmp_path_factory):
     root = tmp_path_factory.mktemp("wandb_dag")
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(WANDB_MODE="offline", WANDB_API_KEY=FAKE_KEY, WANDB_TAGS="from-env")  # the environment wins
-    out = subprocess.run([SNAKEMAKE, "--cores", "2", "--configfile", "configs/smoke.yaml",
-                          "--config", f"results_dir={root}"], cwd=REPO_ROOT, env=env,
-                         capture_output=True, text=True, timeout=1800)
+    base = ["--cores", "2", "--configfile", "configs/smoke.yaml", "--config", f"results_dir={root}"]
+    out = subprocess.run([SNAKEMAKE, *base], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert out.returncode == 0, out.stderr[-4000:]
     with open(REPO_ROOT / "config.yaml") as f:
         cfg = yaml.safe_load(f)
@@ -36,12 +38,13 @@ def offline_dag(tmp_path_factory):
         smoke = yaml.safe_load(f)
     exp = smoke.get("experiment", cfg["experiment"])
     results = root / exp
-    runs: dict[str, list[list[dict]]] = defaultdict(list)  # run id -> records of each offline segment
+    runs: dict[str, list[list[dict]]] = defaultdict(list)  # run id -> records of each offline folder
     for d in sorted(glob.glob(str(results / "wandb" / "wandb" / "offline-run-*"))):
         (run_file,) = glob.glob(d + "/run-*.wandb")
         runs[d.rsplit("-", 1)[1]].append(_read_records(run_file))
     train = {**cfg["train"], **smoke.get("train", {})}
-    return {"results": results, "runs": runs, "experiment": exp, "methods": train["methods"], "seeds": train["seeds"]}
+    return {"results": results, "runs": runs, "experiment": exp, "methods": train["methods"], "seeds": train["seeds"],
+            "base": base, "env": env}
 
 
 def _run_info(segments):
@@ -60,49 +63,74 @@ def _decoded(v):
         return v
 
 
-@pytest.mark.slow
-def test_runs_per_experiment_and_their_config(offline_dag):
-    runs = offline_dag["runs"]
-    trained = len(offline_dag["methods"]) * len(offline_dag["seeds"])
-    assert len(runs) <= trained + 10, sorted(runs)
-    by_type = defaultdict(list)
-    for segments in runs.values():
-        run, _ = _run_info(segments)
-        assert run["run_group"] == offline_dag["experiment"]
-        by_type[run["job_type"]].append(run)
-        assert "from-env" in run.get("tags", []), run.get("tags")  # WANDB_TAGS from the environment
-    assert len(by_type["train"]) == trained
-    assert not {"sample", "grade", "evaluate"} & set(by_type)  # their numbers live in the trained model's run
-    for run in by_type["train"]:
-        config = {k: _decoded(_value(v)) for k, v in run["config"]["update"].items()}
-        assert {"method", "seed", "coef", "experiment"} <= set(config)
+def _config(run) -> dict:
+    return {k: _decoded(_value(v)) for k, v in run["config"]["update"].items() if k != "_wandb"}
 
 
 def _value(v):
     return v["value"] if isinstance(v, dict) and "value" in v else v
 
 
+def _runs_of(offline_dag, job_type):
+    return [(run_id, *_run_info(segs)) for run_id, segs in offline_dag["runs"].items()
+            if _run_info(segs)[0]["job_type"] == job_type]
+
+
+@pytest.mark.slow
+def test_runs_per_experiment_grouped_per_method(offline_dag):
+    runs, exp = offline_dag["runs"], offline_dag["experiment"]
+    trained = len(offline_dag["methods"]) * len(offline_dag["seeds"])
+    assert len(runs) <= 2 * trained + 10, sorted(runs)
+    by_type = defaultdict(list)
+    groups = defaultdict(set)  # W&B's default grouping: the runs it averages in one line
+    for segments in runs.values():
+        run, _ = _run_info(segments)
+        by_type[run["job_type"]].append(run)
+        assert "from-env" in run.get("tags", []), run.get("tags")  # WANDB_TAGS from the environment
+        config = _config(run)
+        assert config["experiment"] == exp
+        if run["job_type"] in ("train", "eval"):
+            assert run["run_group"] == f"{exp}/{config['method']}"
+            groups[run["run_group"]].add((config["method"], run["job_type"], config["seed"]))
+            assert {"method", "seed", "coef"} <= set(config)
+            assert (config["coef"] is None) == (config["method"] == "grpo")  # GRPO has no coefficient
+        else:
+            assert run["run_group"] == exp
+    assert len(by_type["train"]) == len(by_type["eval"]) == trained
+    assert not {"sample", "grade", "evaluate"} & set(by_type)  # their numbers live in the trained model's runs
+    for group, members in groups.items():
+        assert len({m for m, _, _ in members}) == 1, group  # one method per group: seeds aggregate
+        assert sorted(s for _, t, s in members if t == "train") == sorted(offline_dag["seeds"])
+
+
+@pytest.mark.slow
+def test_no_run_id_has_two_offline_folders_from_training_and_evaluation(offline_dag):
+    """`wandb sync` uploads a second folder of one id over the first one's rows: evaluations go to
+    a run of their own, which names the training run it belongs to."""
+    train = {run_id: run for run_id, run, _ in _runs_of(offline_dag, "train")}
+    for run_id, run, _ in _runs_of(offline_dag, "eval"):
+        assert len(offline_dag["runs"][run_id]) == 1 and run_id not in train
+        config = _config(run)
+        assert config["train_run_id"] in train
+        assert train[config["train_run_id"]]["display_name"] + "__eval" == run["display_name"]
+    assert all(len(offline_dag["runs"][run_id]) == 1 for run_id in train)
+
+
 @pytest.mark.slow
 def test_pass_at_k_against_training_step_rebuilds_the_analysis(offline_dag):
     """From the offline runs alone: pass@k per method at each training step (mean over seeds),
-    equal to analysis.json's; the base model appears as step 0 of every run."""
+    equal to analysis.json's; the base model appears as step 0 of every evaluation run."""
     per_method: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     base_seen = []
-    completions = 0
-    for segments in offline_dag["runs"].values():
-        run, rows = _run_info(segments)
-        if run["job_type"] != "train":
-            continue
-        method = run["display_name"].split("__s")[0]
-        evals = [r for r in rows if any(k.startswith("eval/synthetic/pass@") for k in r)]
-        steps = sorted(int(r["step"]) for r in evals)
-        assert steps[0] == 0, steps
-        base_seen.append(next(r["eval/synthetic/pass@1"] for r in evals if int(r["step"]) == 0))
-        for r in evals:
-            if int(r["step"]) > 0:
-                per_method[method][int(r["step"])].append(float(r["eval/synthetic/pass@1"]))
-        completions += sum("completions._type" in r for r in rows)  # a W&B table, flattened in history
-    assert completions >= len(offline_dag["methods"])  # the completions table, at step 1 at least
+    for _, run, rows in _runs_of(offline_dag, "eval"):
+        method = _config(run)["method"]
+        steps = [int(r["step"]) for r in rows]
+        assert steps == sorted(steps) and steps[0] == 0, steps
+        base_seen.append(rows[0]["eval/synthetic/pass@1"])
+        for r in rows[1:]:
+            per_method[method][int(r["step"])].append(float(r["eval/synthetic/pass@1"]))
+    completions = sum("completions._type" in r for _, _, rows in _runs_of(offline_dag, "train") for r in rows)
+    assert completions >= len(offline_dag["methods"])  # the completions table (flattened in history), at step 1 at least
     analysis = json.loads((offline_dag["results"] / "analysis" / "analysis.json").read_text())
     test = analysis["test"]["synthetic"]
     assert len(set(base_seen)) == 1 and base_seen[0] == pytest.approx(test["base"]["pass_at_k"]["1"])
@@ -119,3 +147,56 @@ def test_the_analysis_run_holds_the_report_as_an_artifact(offline_dag):
     assert len(analysis) == 2  # the analysis stage, then the report stage continuing the same run
     artifacts = [json.dumps(r) for seg in analysis for r in seg if r["type"] == "artifact"]
     assert any("report.html" in a and "analysis.json" in a for a in artifacts), artifacts[:1]
+
+
+# -- the job logs ----------------------------------------------------------------------------
+
+# What a tqdm bar leaves in a file: carriage-return redraws, "| 20/20 [00:00<00:00, 2.6it/s]".
+BAR_LEFTOVER = re.compile(r"\r|\|[^|\n]*\d+/\d+ \[\d+:\d+<|\d it/s\]|\ds/it\]")
+
+
+@pytest.mark.slow
+def test_job_logs_have_no_progress_bar_leftovers_and_name_the_final_outputs(offline_dag):
+    logs = sorted((offline_dag["results"] / "logs").rglob("*.log"))
+    assert {p.relative_to(offline_dag["results"] / "logs").parts[0] for p in logs} >= {
+        "sample", "train", "grade", "evaluate", "log_evals", "base_model.log"}
+    for path in logs:
+        text = path.read_text(errors="replace")
+        assert not BAR_LEFTOVER.search(text), (path, BAR_LEFTOVER.search(text).group(0))
+    sample_logs = offline_dag["results"] / "logs" / "sample"
+    for path in sample_logs.rglob("*.log"):  # the output, not the .part file the job writes first
+        text = path.read_text()
+        final = offline_dag["results"] / "samples" / path.relative_to(sample_logs).with_suffix(".jsonl")
+        assert f"sample {'/'.join(final.parts[-3:])}: " in text and f" of {final} (" in text, text
+        assert text.count(".part") == text.count(".part until the job moves it into place"), text
+    # Each training job says its run is offline, where, and the command that uploads it.
+    commands = []
+    for method in offline_dag["methods"]:
+        for seed in offline_dag["seeds"]:
+            text = (offline_dag["results"] / "logs" / "train" / f"{method}__s{seed}.log").read_text()
+            m = re.search(r"W&B run \S+ \((\w+)\) is offline, in (\S+); upload it with: (wandb sync \S+)", text)
+            assert m, text[-2000:]
+            assert os.path.isdir(m.group(2)) and m.group(2).endswith(m.group(1)) and m.group(3) == f"wandb sync {m.group(2)}"
+            commands.append(m.group(3).split())
+    wandb_cli = str(Path(sys.executable).parent / "wandb")
+    dry = subprocess.run([wandb_cli, *commands[0][1:], "--dry-run"], capture_output=True, text=True, timeout=120,
+                         env=offline_dag["env"])
+    assert dry.returncode == 0 and "Would sync 1 run(s)" in dry.stdout + dry.stderr, dry.stdout + dry.stderr
+
+
+# -- a --config override on the finished run -------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_command_line_override_plans_only_its_method_again(offline_dag):
+    """`snakemake -n --config 'methods={"batch": {"coef": 0.5}}'` on the finished smoke run plans
+    what the same edit in a config file plans: batch retrains, GRPO does not."""
+    from test_dag import planned_jobs
+
+    out = subprocess.run([SNAKEMAKE, "-n", *offline_dag["base"], 'methods={"batch": {"coef": 0.5}}'], cwd=REPO_ROOT,
+                         env=offline_dag["env"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert planned_jobs(out.stdout) == {"train": 1, "sample": 2, "grade": 2, "evaluate": 2, "log_evals": 1,
+                                        "analysis": 1, "report": 1, "all": 1}
+    trains = re.findall(r"^rule train:\n(?:[ \t]+.*\n)*?[ \t]+wildcards: (.*)$", out.stdout, flags=re.M)
+    assert trains == ["method=batch, seed=0"], trains

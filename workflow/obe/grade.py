@@ -99,7 +99,7 @@ def grade_file(
     n = 0
     with open(samples, "rb") as f:
         total = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-    progress = Progress(f"grade {Path(samples).name}", total, unit="row") if show_progress else None
+    progress = Progress(f"grade {'/'.join(Path(samples).parts[-3:])}", total, unit="row") if show_progress else None
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             for row in grade_rows(read_sample_rows(samples), gold, grade_fn, source=str(samples)):

@@ -201,7 +201,7 @@ def run_sampling(
     total = sum(len(b) for b in batches)
     done_rows = sum(len(b) for b in batches[:done])
     # a tqdm bar on a terminal, plain lines every 30 s in a job's log file (obe.core.progress)
-    bar = Progress(f"sample {out.name}", total, start=done_rows, unit="sample") if progress else None
+    bar = Progress(f"sample {shown_name(out)}", total, start=done_rows, unit="sample") if progress else None
     with open(out, "ab") as f:
         for batch in batches[done:]:
             comps = backend.run(prompt_ids, keys, batch, cfg)
@@ -216,6 +216,17 @@ def run_sampling(
     if bar is not None:
         bar.close()
     return written
+
+
+def output_path(out: Path) -> Path:
+    """The output a message names: the pipeline samples into ``<output>.part`` (which a killed job
+    resumes) and moves it into place when the job succeeds."""
+    return out.with_suffix("") if out.suffix == ".part" else out
+
+
+def shown_name(out: Path) -> str:
+    """``run/stepN/dataset.jsonl``: the output's last three path parts, for progress lines."""
+    return "/".join(output_path(out).parts[-3:])
 
 
 def question_ids_digest(ids: Sequence[str]) -> str:
@@ -390,7 +401,9 @@ def _open_backend(args: argparse.Namespace, model_cfg: ModelConfig, tokenizer: A
 
 def _print_summary(written: int, out: Path, questions: int, n: int, reasons: dict[str, int]) -> None:
     """Rows written and finish reasons to stderr; reasons other than FINISH_REASONS are warned about."""
-    print(f"wrote {written} new rows to {out} ({questions} questions x {n} samples)", file=sys.stderr)
+    where = output_path(out)
+    staged = f"; written as {out.name} until the job moves it into place" if where != out else ""
+    print(f"sampled {written} new rows of {where} ({questions} questions x {n} samples{staged})", file=sys.stderr)
     print("finish reasons: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())), file=sys.stderr)
     unusual = {k: v for k, v in reasons.items() if k not in FINISH_REASONS}
     if unusual:

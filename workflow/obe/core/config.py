@@ -5,11 +5,16 @@ fails before any job runs, with the key's path and what is allowed, e.g.::
 
     config error at train.agg: 'tokenmean' is not one of ['token_mean', ...]
     config error at train: unknown key 'stpes' (allowed: agg, batch_questions, ...)
+
+Values given with ``snakemake --config`` are first given the schema's types
+(:func:`coerce_cli_values`), so ``--config 'methods={"batch": {"coef": 0.5}}'`` means what the
+same text means in a ``--configfile``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +57,11 @@ def describe(error: jsonschema.ValidationError, root: Mapping[str, Any]) -> str:
 
 
 def validate_config(config: Mapping[str, Any]) -> None:
-    """Raise ``ConfigError`` listing every schema violation of ``config``."""
+    """Raise ``ConfigError`` listing every schema violation of ``config`` (a mutable ``config``
+    first gets the schema's types for its command-line strings, in place: :func:`coerce_cli_values`)."""
     schema = load_schema()
+    if isinstance(config, MutableMapping):
+        coerce_cli_values(config, schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(dict(config)), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
@@ -83,6 +91,129 @@ def validate_config(config: Mapping[str, Any]) -> None:
                 raise ConfigError(f"config error at hardware.{key}: {hw[key]!r} needs train.backend: trl "
                                   f"(obe.train is one process without vLLM); set train.backend: trl or "
                                   f"hardware.{key}: {off if off is not None else 'null'}")
+
+
+# -- values from `snakemake --config` -------------------------------------------------------
+#
+# Snakemake reads a top-level `--config key=value` as an int, float or bool when it can, but a
+# nested value (`methods={"batch": {"coef": 0.5}}`) with YAML's BaseLoader, which leaves every
+# scalar inside a string ('0.5', 'true', 'null'). A --configfile gives typed values. So before
+# validation a string becomes what YAML reads in it (what a --configfile would give for the same
+# text) where the schema takes that value's type, and a number where only text is allowed
+# becomes its text (`experiment=2024`). A value that still does not fit is left for the
+# validator, which names its key.
+
+
+def coerce_cli_values(config: MutableMapping[str, Any], schema: Mapping[str, Any] | None = None) -> list[str]:
+    """Give the strings of ``config`` the schema's types, in place; returns the key paths changed.
+
+    ``'0.5'`` -> 0.5 and ``'1e-4'`` -> 0.0001 for a number, ``'3'`` -> 3 for an integer, ``'true'``
+    -> True for a boolean, ``'null'`` -> None where null is allowed (text and all: ``name_or_path:
+    null`` means none, as unquoted in YAML), list items by the list's item schema. ``'3.5'`` for an
+    integer or ``'high'`` for a number stay strings, and validation refuses them with their path.
+    """
+    schema = load_schema() if schema is None else schema
+    changed: list[str] = []
+    _coerce_container(config, schema, schema, "", changed)
+    return changed
+
+
+def _coerce_container(container: Any, schema: Mapping[str, Any], root: Mapping[str, Any], path: str,
+                      changed: list[str]) -> None:
+    keys = list(container) if isinstance(container, MutableMapping) else range(len(container))
+    for key in keys:
+        sub = _member_schema(schema, key, root) if isinstance(container, MutableMapping) else _item_schema(schema, root)
+        where = f"{path}.{key}" if path else str(key)
+        value = container[key]
+        if isinstance(value, (MutableMapping, list)):
+            _coerce_container(value, sub, root, where, changed)
+            continue
+        typed = _typed(value, sub, root)
+        if typed is not value:
+            container[key] = typed
+            changed.append(where)
+
+
+def _typed(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> Any:
+    """``value`` in a type ``schema`` accepts, if a command-line reading of it has one; else ``value``."""
+    allowed = _json_types(schema, root)
+    if allowed is None:
+        return value
+    if isinstance(value, str):
+        try:
+            read = yaml.safe_load(value)
+        except yaml.YAMLError:
+            read = value
+        if not isinstance(read, str) and _json_type(read) in allowed:
+            return read
+        if "string" not in allowed:
+            for parse in (int, float):  # e.g. '1e-4', which YAML 1.1 reads as text
+                try:
+                    number = parse(value)
+                except ValueError:
+                    continue
+                if _json_type(number) in allowed and math.isfinite(number):
+                    return number
+        return value
+    if allowed == {"string"} and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _branches(schema: Mapping[str, Any], root: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The schema with its ``$ref`` resolved, or each of its ``oneOf``/``anyOf`` alternatives."""
+    if "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].split("/")[-1]]
+    alternatives = schema.get("oneOf") or schema.get("anyOf")
+    if alternatives:
+        return [b for alt in alternatives for b in _branches(alt, root)]
+    return [schema]
+
+
+def _json_types(schema: Mapping[str, Any], root: Mapping[str, Any]) -> set[str] | None:
+    """The JSON types ``schema`` accepts (an integer is a number too); None when it says nothing."""
+    types: set[str] = set()
+    for branch in _branches(schema, root):
+        if "type" in branch:
+            declared = branch["type"]
+            types |= {declared} if isinstance(declared, str) else set(declared)
+        elif "enum" in branch:
+            types |= {_json_type(v) for v in branch["enum"]}
+        else:
+            return None
+    if "number" in types:
+        types.add("integer")
+    return types
+
+
+def _member_schema(schema: Mapping[str, Any], key: str, root: Mapping[str, Any]) -> Mapping[str, Any]:
+    for branch in _branches(schema, root):
+        if key in branch.get("properties", {}):
+            return branch["properties"][key]
+        if isinstance(branch.get("additionalProperties"), Mapping):
+            return branch["additionalProperties"]
+    return {}
+
+
+def _item_schema(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
+    for branch in _branches(schema, root):
+        if isinstance(branch.get("items"), Mapping):
+            return branch["items"]
+    return {}
 
 
 def load_config(*paths: str) -> dict[str, Any]:

@@ -5,13 +5,33 @@ apart from a hung one. :class:`Progress` writes ``done/total (pct) rate ETA`` pl
 stage-specific fields (for training: reward, distinct answers) to stderr: as a tqdm bar when
 stderr is a terminal, else as plain lines at a steady cadence (every ``every_s`` seconds, and
 at the first and last update), which is what a Snakemake/Slurm log file wants.
+
+Libraries draw bars of their own (transformers' "Loading weights" and "Writing model shards",
+huggingface_hub's downloads, any other tqdm): in a log file each one is left as a line of
+carriage-return redraws. The pipeline's jobs always write to log files, so the Snakefile turns
+those bars off for every job it starts (:func:`quiet_library_bars`); run by hand on a terminal,
+a stage keeps them.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from collections.abc import MutableMapping
 from typing import Any, TextIO
+
+# Read when the libraries are imported: huggingface_hub's switch (transformers follows it) and
+# tqdm's own default for `disable`.
+LIBRARY_BAR_SWITCHES = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
+
+
+def quiet_library_bars(environ: MutableMapping[str, str] | None = None) -> None:
+    """Turn library progress bars off in ``environ`` (default: this process's, which the jobs it
+    starts inherit), leaving any of the switches a user has set."""
+    env = os.environ if environ is None else environ
+    for key, value in LIBRARY_BAR_SWITCHES.items():
+        env.setdefault(key, value)
 
 
 def _duration(seconds: float) -> str:

@@ -3,16 +3,21 @@
 Every stage that computes something calls ``start_run`` once and gets a ``Tracker``;
 the loop never asks "is W&B on?" (a do-nothing ``NullTracker`` stands in when it is off).
 
-Naming (stable and parseable, so dashboards group and filter): ``group`` = experiment,
-``job_type`` = stage, ``name`` = ``{method}__s{seed}`` (plus ``__step{N}`` for evals).
+Naming (stable and parseable, so dashboards group and filter; docs/wandb.md shows the panels):
+``group`` = ``{experiment}/{method}`` for a run of one method (training and its evaluations), so
+that W&B's default grouping (by group) averages a method's seeds and nothing else, and
+``{experiment}`` for the other stages; ``job_type`` = stage; ``name`` = ``{method}__s{seed}``.
+The run config is the stage's own, plus ``experiment``; a method without an exploration term
+(GRPO) records ``coef: null``, since its coefficient does nothing and a filter on it would drop
+the baseline (:func:`wandb_config`).
 
 Mode comes from the environment only, never from rule params, so toggling logging
 reruns nothing:
 - ``WANDB_MODE=disabled`` -> ``NullTracker``;
 - ``WANDB_MODE=online`` / ``offline`` -> that mode;
 - unset -> ``online`` when an API key is configured (``WANDB_API_KEY`` or a netrc entry),
-  else ``offline``: runs are written under the results folder and can be uploaded later
-  with ``wandb sync <dir>/wandb/offline-run-*``.
+  else ``offline``: runs are written under the results folder. Every offline run says so in one
+  line of its job's log, with its folder and the exact ``wandb sync`` command that uploads it.
 Project, entity and tags: ``WANDB_PROJECT``, ``WANDB_ENTITY`` and ``WANDB_TAGS`` (comma-separated,
 added to a stage's own tags); the rules export config.yaml's ``wandb`` keys into them unless the
 environment already sets them (the environment wins). An online run first checks, once per
@@ -29,10 +34,14 @@ output folder by ``resumable_run_id``, random, so it carries nothing from the en
 and W&B continues that run (``resume="allow"``). Online, the server reports where the run
 stopped and rows below that step, which the resumed stage re-logs, are skipped (they are
 already there, with the same values). Offline, each start writes its own
-``offline-run-*-<id>`` folder; ``wandb sync`` uploads the folders of one id in start order
-into one run. A killed process loses what wandb had not yet flushed to its ``.wandb`` file
-(up to ~15 s), so a resumed stage re-logs every kept row (``relog_rows``) first, and a
-resumable stage never shares a parent's wandb-core (``leave_inherited_service``).
+``offline-run-*-<id>`` folder. ``wandb sync`` does not merge such folders: each one's history
+is uploaded from its first row over what the run held (wandb/wandb#3841, #5865; wandb-core's
+sync, in its 0.28 source, builds a synced folder's settings without a resume mode, so the
+branch that would start past the server's last row never runs). So the resumed stage re-logs
+every kept row (``relog_rows``) first, which makes its folder the whole history, and no other
+stage writes into a training run's id (evaluations have runs of their own, ``obe.log_evals``).
+A killed process loses what wandb had not yet flushed to its ``.wandb`` file (up to ~15 s),
+and a resumable stage never shares a parent's wandb-core (``leave_inherited_service``).
 """
 
 from __future__ import annotations
@@ -194,6 +203,39 @@ def env_tags(environ: Mapping[str, str] | None = None) -> list[str]:
     return [t.strip() for t in env.get("WANDB_TAGS", "").split(",") if t.strip()]
 
 
+def run_group(experiment: str, method: str | None = None) -> str:
+    """The W&B group: ``{experiment}/{method}`` for a method's runs (W&B's default grouping then
+    averages its seeds), else ``{experiment}``."""
+    return f"{experiment}/{method}" if method else experiment
+
+
+def has_coefficient(method: str) -> bool:
+    """Whether ``method`` has an exploration term that ``coef`` scales: every method of the
+    registry (obe.rl.methods) but the one whose bonus is ``grpo_bonus`` (b = 0, plain GRPO)."""
+    from obe.rl.methods import METHODS
+
+    return all(m.bonus != "grpo_bonus" for m in METHODS if m.name == method)
+
+
+def method_of(config: Mapping[str, Any]) -> str | None:
+    """The method a run's config names (the trainers' configs have ``method``), if any."""
+    method = config.get("method")
+    return method if isinstance(method, str) and method else None
+
+
+def wandb_config(config: Mapping[str, Any], experiment: str, method: str | None = None) -> dict[str, Any]:
+    """The run's W&B config: the stage's config plus ``experiment`` (and ``method``), with
+    ``coef`` null for a method without a coefficient (it would be a default that does nothing)."""
+    out = dict(config)
+    out.setdefault("experiment", experiment)
+    method = method or method_of(config)
+    if method:
+        out.setdefault("method", method)
+        if not has_coefficient(method):
+            out["coef"] = None
+    return out
+
+
 def run_name(method: str, seed: int, step: int | None = None) -> str:
     """``{method}__s{seed}``, plus ``__step{N}`` for evaluations of a checkpoint."""
     name = f"{method}__s{seed}"
@@ -270,6 +312,7 @@ def start_run(
     entity: str | None = None,
     tags: Sequence[str] = (),
     run_id: str | None = None,
+    method: str | None = None,
 ) -> NullTracker | WandbTracker:
     """Start a W&B run for one stage, or a ``NullTracker`` when W&B is off or unavailable.
 
@@ -277,6 +320,8 @@ def start_run(
     ``obe``/the account default. ``wandb_dir`` is where offline runs are written.
     ``run_id`` (see ``resumable_run_id``) continues the run with that id if it exists
     (``resume="allow"``); without it wandb makes a new id, as for every other stage.
+    ``method`` (default: ``config["method"]``, as in the trainers' configs) puts the run in its
+    method's group (:func:`run_group`) and sets its config's ``coef`` (:func:`wandb_config`).
     """
     if run_id is not None and not _RUN_ID.fullmatch(run_id):
         raise ValueError(f"W&B run id must be 1-64 letters, digits, '_' or '-', got {run_id!r}")
@@ -291,13 +336,14 @@ def start_run(
     os.makedirs(wandb_dir, exist_ok=True)
     if os.environ.get("WANDB_MODE", None) == "":
         del os.environ["WANDB_MODE"]  # wandb rejects an empty mode; ours is passed explicitly
+    method = method or method_of(config)
     kwargs = dict(
         project=project or os.environ.get("WANDB_PROJECT") or "obe",
         entity=entity or os.environ.get("WANDB_ENTITY") or None,
-        group=experiment,
+        group=run_group(experiment, method),
         job_type=stage,
         name=name,
-        config=dict(config),
+        config=wandb_config(config, experiment, method),
         tags=list(dict.fromkeys([*env_tags(), *tags])),
         dir=wandb_dir,
         reinit="finish_previous",
@@ -309,8 +355,7 @@ def start_run(
         base_url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
         wait = float(os.environ.get("OBE_WANDB_CONNECT_TIMEOUT", "3"))
         if not server_reachable(base_url, wait):
-            print(f"obe.core.tracking: W&B server {base_url} unreachable within {wait:g} s; writing this run offline "
-                  f"under {wandb_dir}/wandb (upload later: wandb sync {wandb_dir}/wandb/offline-run-*)",
+            print(f"obe.core.tracking: W&B server {base_url} unreachable within {wait:g} s; writing this run offline",
                   file=sys.stderr, flush=True)
             mode = "offline"
     for attempt_mode in ([mode, "offline"] if mode == "online" else [mode]):
@@ -319,11 +364,32 @@ def start_run(
             timeout = float(os.environ.get("OBE_WANDB_INIT_TIMEOUT", "60"))
             settings = wandb.Settings(init_timeout=timeout, silent=True)
             run = wandb.init(mode=attempt_mode, settings=settings, **kwargs)
-            return WandbTracker(run, wandb, attempt_mode)
         except Exception as exc:  # noqa: BLE001 - an unreachable server must not fail the stage
             print(f"obe.core.tracking: wandb.init({attempt_mode}) failed ({exc!r})", file=sys.stderr)
+            continue
+        try:
+            print(run_location(run, name, attempt_mode), file=sys.stderr, flush=True)
+        except Exception:  # noqa: BLE001 - a run that hides its folder or URL still logs
+            pass
+        return WandbTracker(run, wandb, attempt_mode)
     print("obe.core.tracking: continuing without W&B logging", file=sys.stderr)
     return NullTracker()
+
+
+def sync_command(folder: str | os.PathLike) -> str:
+    """The command that uploads one offline run folder."""
+    import shlex
+
+    return f"wandb sync {shlex.quote(str(folder))}"
+
+
+def run_location(run: Any, name: str, mode: str) -> str:
+    """One log line saying where a run went: its URL, or (offline) its folder and how to upload it."""
+    if mode != "offline":
+        return f"obe.core.tracking: W&B run {name} ({run.id}): {getattr(run, 'url', None) or mode}"
+    folder = getattr(run, "sync_dir", None) or run.settings.sync_dir
+    return (f"obe.core.tracking: W&B run {name} ({run.id}) is offline, in {folder}; "
+            f"upload it with: {sync_command(folder)}")
 
 
 def add_wandb_args(parser: Any) -> None:
