@@ -13,8 +13,11 @@ configfile: "config.yaml"
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from obe.core.config import validate_config
+from obe.core.sources import check_sources
 
 validate_config(config)
+# a missing data file or an unfetched hub dataset/model fails here, not in a job
+check_sources(config, Path(workflow.basedir), workflow.overwrite_configfiles)
 
 
 include: "rules/common.smk"
