@@ -20,7 +20,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 # Files of a causal LM that from_pretrained and vLLM read; `original/` holds Meta's own
 # checkpoint format (16 GB more for Llama-3.1-8B), which nothing here reads.
@@ -112,12 +112,11 @@ def cached_snapshot(repo_id: str, revision: str | None, repo_type: str = "datase
     """The cached snapshot folder of ``repo_id`` at ``revision`` (a commit, or a branch/tag that
     a download recorded under ``refs/``), or None when it is not (completely) cached."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
         path = snapshot_download(repo_id, repo_type=repo_type, revision=revision, local_files_only=True,
                                  allow_patterns=allow_patterns, ignore_patterns=ignore_patterns)
-    except (LocalEntryNotFoundError, OSError):  # IncompleteSnapshotError is an OSError too
+    except OSError:  # LocalEntryNotFoundError, IncompleteSnapshotError (a partial download)
         return None
     return Path(path)
 
@@ -126,20 +125,14 @@ def snapshot(repo_id: str, revision: str | None, repo_type: str = "dataset", *, 
     """The snapshot folder to read: from the cache when the hub is offline, else downloaded
     (a no-op when cached). Raises :class:`NotFetched` naming the repository and how to fetch it."""
     from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
 
     if not constants.HF_HUB_OFFLINE:
         return Path(snapshot_download(repo_id, repo_type=repo_type, revision=revision))
-    path = cached_snapshot(repo_id, revision, repo_type)
-    if path is None:
-        try:  # for huggingface_hub's own reason (missing, or an incomplete snapshot)
-            snapshot_download(repo_id, repo_type=repo_type, revision=revision, local_files_only=True)
-            reason = "not in the cache"
-        except (LocalEntryNotFoundError, OSError) as err:
-            reason = str(err).split(". ")[0]
+    try:
+        return Path(snapshot_download(repo_id, repo_type=repo_type, revision=revision, local_files_only=True))
+    except OSError as err:  # not cached, or a partial download: huggingface_hub's first sentence says which
         raise NotFetched(f"{repo_type} {repo_id}@{revision or 'main'} is not available offline in "
-                         f"{hub_cache()} ({reason}){fetch_hint}")
-    return path
+                         f"{hub_cache()} ({str(err).split('. ')[0]}){fetch_hint}") from None
 
 
 def sha256_of(path: Path, chunk: int = 1 << 24) -> str:
