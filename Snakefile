@@ -14,10 +14,13 @@ configfile: "config.yaml"
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from obe.core.config import validate_config
 from obe.core.progress import quiet_library_bars
+from obe.core.sources import check_sources
 from obe.results import record_invocation
 
 validate_config(config)
 quiet_library_bars()  # jobs log to files: no library progress bars in them (obe.core.progress)
+# a missing data file or an unfetched hub dataset/model fails here, not in a job
+check_sources(config, Path(workflow.basedir), workflow.overwrite_configfiles)
 
 
 include: "rules/common.smk"

@@ -4,6 +4,7 @@ import os
 import shlex
 import sys
 
+from obe.core.sources import dataset_source  # the Snakefile put workflow/ on sys.path
 
 R = f"{config['results_dir']}/{config['experiment']}"
 TEST_SETS = [name for name, ds in config["data"]["test"].items() if ds is not None]
@@ -32,6 +33,9 @@ shell.prefix(
     f"export PYTHONPATH={PACKAGE_DIR}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
     + wandb_exports() +
     "export OMP_WAIT_POLICY=PASSIVE; set -euo pipefail; "
+    # jobs never download: datasets and models come from the cache that `python -m obe.prefetch`
+    # filled, and the Snakefile checked it before any job started (obe.core.sources)
+    "export HF_HUB_OFFLINE=${{HF_HUB_OFFLINE:-1}} HF_DATASETS_OFFLINE=${{HF_DATASETS_OFFLINE:-1}}; "
 )
 
 
@@ -44,22 +48,13 @@ wildcard_constraints:
 
 
 def dataset_args(name):
-    """obe.data flags for one configured dataset."""
-    ds = config["data"]["train"] if name == "train" else config["data"]["test"][name]
-    args = ["--source", ds["source"], "--split", ds.get("split", "train" if name == "train" else "test")]
-    if ds["source"] == "synthetic":
-        args += ["--n", ds.get("n", 1000), "--seed", ds.get("seed", 0)]
-        if "difficulty" in ds:
-            args += ["--difficulty", ds["difficulty"]]
-    elif ds.get("hub"):
-        args += ["--hub", ds["hub"]]
-    elif ds.get("data_dir"):
-        args += ["--data-dir", ds["data_dir"]]
-    else:
-        args += ["--path", ds["path"]]
-    if ds.get("limit"):
-        args += ["--limit", ds["limit"], "--seed", ds.get("seed", 0)]
-    return " ".join(shlex.quote(str(a)) for a in args)
+    """obe.data flags for one configured dataset (obe.core.sources: its path, a local mirror, or the hub)."""
+    return " ".join(shlex.quote(a) for a in dataset_source(config, name, Path(workflow.basedir)).args)
+
+
+def dataset_inputs(wildcards):
+    """The local files a dataset is read from (none for the hub or synthetic data): a changed file reruns it."""
+    return dataset_source(config, wildcards.dataset, Path(workflow.basedir)).inputs
 
 
 def base_model_dir():
@@ -79,8 +74,12 @@ def model_input(wildcards):
 
 
 def model_path(wildcards):
+    """obe.sampling's --model: a training snapshot, or the base model followed by `--revision <commit>`
+    when base_model.revision pins a hub model (in this param, so configs without one rerun nothing)."""
     if wildcards.run == BASE:
-        return base_model_dir()
+        bm = config["base_model"]
+        pinned = bm.get("revision") and not bm["embedded"]
+        return base_model_dir() + (f" --revision {shlex.quote(bm['revision'])}" if pinned else "")
     return f"{R}/train/{wildcards.run}/snapshots/step_{wildcards.step}"
 
 

@@ -1,5 +1,7 @@
 rule prepare_data:
     """One dataset (training questions or a test set) in the common record schema."""
+    input:
+        dataset_inputs,
     output:
         data=f"{R}/data/{{dataset}}.jsonl",
         manifest=f"{R}/data/{{dataset}}.manifest.json",

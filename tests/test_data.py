@@ -301,15 +301,23 @@ def test_real_synthetic_module_if_present(tmp_path: Path) -> None:
 
 
 def test_hub_rows_share_the_converters(tmp_path: Path, monkeypatch) -> None:
-    """Offline stand-in for the hub: only ``load_dataset`` is faked, conversion is the real one."""
+    """A hub dataset read offline from a cache (tests/hf_cache.py) goes through the same converter
+    and reports its bad rows by repository, revision, split and row."""
+    from huggingface_hub import constants
+
+    from hf_cache import card, put_repo
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     rows = [{"question": "q1", "answer": "w\n#### 1,000"}, {"question": "", "answer": "#### 2"}]
-    fake = types.SimpleNamespace(load_dataset=lambda name, split: rows)
-    monkeypatch.setattr(data, "_quiet_datasets", lambda: fake)
+    put_repo(tmp_path / "hub", "openai/gsm8k", {"main/test-00000-of-00001.jsonl": "".join(json.dumps(r) + "\n" for r in rows).encode(),
+                                              "README.md": card("main", {"test": "main/test-*"})},
+             commit="e" * 40)
     out = tmp_path / "hub.jsonl"
-    assert main(["--source", "gsm8k", "--hub", "openai/gsm8k", "--split", "test", "--out", str(out)]) == 0
-    assert [(r.id, r.answer) for r in read_jsonl(str(out))] == [("openai/gsm8k/test:1", "1000")]
+    assert main(["--source", "gsm8k", "--hub", "openai/gsm8k:main:test@" + "e" * 40, "--out", str(out)]) == 0
+    assert [(r.id, r.answer) for r in read_jsonl(str(out))] == [("gsm8k/test:1", "1000")]
     manifest = json.loads((tmp_path / "hub.manifest.json").read_text())
-    assert manifest["dropped"] == [{"file": "hf:openai/gsm8k[test]", "line": 2, "reason": "empty problem"}]
+    assert manifest["dropped"] == [{"file": f"hf:openai/gsm8k@{'e' * 40}[test]", "line": 2, "reason": "empty problem"}]
 
 
 # ----------------------------------------------------------------------------- real files

@@ -2,16 +2,19 @@
 
 Each source's row converter (and the gold-answer parsing behind it) lives in
 ``obe.tasks.math_datasets``; this module does what surrounds it: reading local JSONL files line
-by line (or a hub dataset), MATH's ``*_paths.txt`` ids, removing excluded problems (MATH-500 from
-MATH train), the manifest of inputs, hashes and counts, and the CLI. Bad rows are never silent:
-each is reported by file and line, ``--strict`` fails on them, the default drops them and lists
-them in the manifest.
+by line, or a hub dataset pinned by revision from the Hugging Face cache (``obe.hub``), MATH's
+``*_paths.txt`` ids, removing excluded problems (MATH-500 from MATH train), the manifest of
+inputs, hashes and counts, and the CLI. A hub dataset and a local mirror of it (files laid out as
+``STANDARD`` says) go through the same converter and give the same records. Bad rows are never
+silent: each is reported by file and line, ``--strict`` fails on them, the default drops them and
+lists them in the manifest.
 
 CLI (``python -m obe.data --help``)::
 
     python -m obe.data --source math500 --path DATA/math500/test.jsonl --split test \\
         --out results/data/math500_test.jsonl
     python -m obe.data --source math --split train --data-dir DATA --out results/data/math_train.jsonl
+    python -m obe.data --source math500 --hub HuggingFaceH4/MATH-500:default:test@6e4ed1a2... --out ...
     python -m obe.data --source synthetic --split train --n 2000 --seed 0 --difficulty 1 --out ...
     python -m obe.data --all DATA --out-dir results/data
 """
@@ -27,12 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from obe import hub
 from obe.core.records import Record, write_jsonl
 from obe.core.tracking import add_wandb_args, log_stage_summary
 from obe.tasks.math_datasets import SOURCES, Problem, Where, normalize_problem
 
-# (source, split) -> (input files, files whose problems are removed), relative to a data folder.
-# MATH train for RL is the PRM800K 12k split: all of MATH minus the 500 MATH-500 problems.
+# (source, split) -> (input files, files whose problems are removed), relative to a data folder:
+# the layout of a local mirror (`data_dir`). MATH train for RL is the PRM800K 12k split: all of
+# MATH minus the 500 MATH-500 problems.
 STANDARD: dict[tuple[str, str], tuple[list[str], list[str]]] = {
     ("math", "train"): (["math/train.jsonl", "math/test.jsonl"], ["math500/test.jsonl"]),
     ("math", "test"): (["math/test.jsonl"], []),
@@ -119,15 +124,27 @@ def _without_fill(loaded: dict[str, Any], scanned: dict[str, Any]) -> dict[str, 
     return {k: v for k, v in loaded.items() if v is not None or k in scanned}
 
 
-def read_hub(name: str, split: str) -> Rows:
-    """Rows of a Hugging Face hub dataset, ``line`` = row index + 1.
+FETCH_HINT = ("; fetch it where the hub is reachable (a login node), into the same HF_HOME: "
+              "python -m obe.prefetch --configfile CONFIG (docs/paper_scale.md)")
 
-    Needs network access, so it cannot run in the offline tests here; rows go through the same
-    converters as local files, so only the download itself is untested.
+
+def read_hub(spec: hub.HubDataset, source: str) -> tuple[Rows, dict[str, Any]]:
+    """Rows of every split of a hub dataset at its revision, and the manifest entry of that input
+    (commit and sha256 of every file of the snapshot).
+
+    ``line`` is the row index + 1 and ids derived from file and line use the tag
+    ``<source>/<split>``, which is what a local mirror's ``<source>/<split>.jsonl`` gives, so
+    sources without ids of their own (GSM8K) get the same ids from the hub and from a mirror.
+    Offline (every pipeline job), a revision missing from the cache is an error naming it.
     """
-    table = _quiet_datasets().load_dataset(name, split=split)
-    return [(Where(f"hf:{name}[{split}]", i, f"{name}/{split}"), dict(raw))
-            for i, raw in enumerate(table, start=1)]
+    folder = hub.snapshot(spec.id, spec.revision, fetch_hint=FETCH_HINT)
+    rows: Rows = []
+    for split in spec.split:
+        name = f"hf:{spec.id}@{spec.revision or folder.name}[{split}]"
+        rows += [(Where(name, i, f"{source}/{split}"), row)
+                 for i, row in enumerate(hub.load_split(folder, spec.config, split), start=1)]
+    entry = {"hub": spec.spec(), "commit": folder.name, "files": hub.snapshot_files(folder), "reader": "datasets"}
+    return rows, entry
 
 
 def attach_sidecar_ids(path: Path, rows: Rows) -> Rows:
@@ -156,16 +173,20 @@ class Exclusion:
         return row.get("unique_id") in self.ids or normalize_problem(record.problem) in self.texts
 
 
-def exclusion_from(paths: Iterable[Path]) -> Exclusion:
-    """The ``unique_id`` values and normalized problem texts of the rows in ``paths``."""
+def exclusion_of(rows: Iterable[dict[str, Any]]) -> Exclusion:
+    """The ``unique_id`` values and normalized problem texts of ``rows``."""
     ids: set[str] = set()
     texts: set[str] = set()
-    for path in paths:
-        for _, row in scan_jsonl(path)[0]:
-            if isinstance(row.get("unique_id"), str):
-                ids.add(row["unique_id"])
-            texts.update(normalize_problem(row[k]) for k in ("problem", "question") if isinstance(row.get(k), str))
+    for row in rows:
+        if isinstance(row.get("unique_id"), str):
+            ids.add(row["unique_id"])
+        texts.update(normalize_problem(row[k]) for k in ("problem", "question") if isinstance(row.get(k), str))
     return Exclusion(frozenset(ids), frozenset(texts))
+
+
+def exclusion_from(paths: Iterable[Path]) -> Exclusion:
+    """The ``unique_id`` values and normalized problem texts of the rows in the files ``paths``."""
+    return exclusion_of(row for path in paths for _, row in scan_jsonl(path)[0])
 
 
 # ----------------------------------------------------------------------------- preparing
@@ -227,6 +248,21 @@ def load_files(source: str, paths: Sequence[Path], exclude: Sequence[Path] = ())
     order = {str(p): i for i, p in enumerate(paths)}
     out.problems = sorted(problems + out.problems, key=lambda p: (order.get(p.file, 0), p.line))
     out.read += len(problems)
+    out.inputs = inputs
+    return out
+
+
+def load_hub(source: str, spec: hub.HubDataset) -> Prepared:
+    """Load a hub dataset (every split of ``spec``) into records, minus the problems of the hub
+    datasets in ``spec.exclude`` (see ``convert_rows``)."""
+    rows, entry = read_hub(spec, source)
+    excluded_rows: list[dict[str, Any]] = []
+    inputs = [entry]
+    for other in spec.exclude:
+        other_rows, other_entry = read_hub(other, source)
+        excluded_rows += [row for _, row in other_rows]
+        inputs.append({**other_entry, "reader": "exclude"})
+    out = convert_rows(source, rows, exclusion_of(excluded_rows))
     out.inputs = inputs
     return out
 
@@ -323,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
                "byte-identical files.\n\nexamples:\n"
                "  python -m obe.data --source math500 --path DATA/math500/test.jsonl --out OUT.jsonl\n"
                "  python -m obe.data --source math --split train --data-dir DATA --out OUT.jsonl\n"
+               "  python -m obe.data --source math --split train --hub nlile/hendrycks-MATH-benchmark:default:train,test@REV \\\n"
+               "      --exclude-hub HuggingFaceH4/MATH-500:default:test@REV --out OUT.jsonl\n"
                "  python -m obe.data --source gsm8k --split test --path DATA/gsm8k/test.jsonl \\\n"
                "      --limit 100 --seed 0 --out OUT.jsonl\n"
                "  python -m obe.data --source synthetic --split train --n 2000 --seed 0 --out OUT.jsonl\n"
@@ -333,7 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", nargs="*", type=Path, default=[],
                    help="JSONL file(s) whose problems are removed (by unique_id or normalized text)")
     p.add_argument("--data-dir", type=Path, help="shared data folder: take --path/--exclude from its standard layout")
-    p.add_argument("--hub", help="Hugging Face hub dataset name instead of --path (needs network)")
+    p.add_argument("--hub", metavar="SPEC",
+                   help="Hugging Face hub dataset instead of --path: ID[:CONFIG]:SPLIT[,SPLIT][@REVISION], or ID "
+                        "(split: --split), read from the local cache when HF_HUB_OFFLINE=1")
+    p.add_argument("--hub-config", help="with --hub: the dataset config (overrides the one in SPEC)")
+    p.add_argument("--revision", help="with --hub: the revision, a commit hash (overrides the one in SPEC)")
+    p.add_argument("--exclude-hub", nargs="*", default=[], metavar="SPEC",
+                   help="with --hub: hub datasets whose problems are removed (by unique_id or normalized text)")
     p.add_argument("--out", type=Path, help="output JSONL path")
     p.add_argument("--manifest", type=Path, help="manifest path (default: OUT with .manifest.json)")
     p.add_argument("--strict", action="store_true", help="fail (exit 1) listing every bad row, write nothing")
@@ -370,8 +414,7 @@ def prepare_one(args: argparse.Namespace) -> int:
         meta.update({"seed": seed, "params": {"n": args.n, "seed": seed, "difficulty": args.difficulty}})
         limit = None  # --n already sets the size; --seed went to the generator
     elif args.hub:
-        prep = convert_rows(args.source, read_hub(args.hub, args.split))
-        prep.inputs = [{"hub": args.hub, "split": args.split, "sha256": None, "reader": "datasets"}]
+        prep = load_hub(args.source, hub_spec(args))
     else:
         paths, exclude = args.path, args.exclude
         if args.data_dir is not None:
@@ -409,6 +452,14 @@ def prepare_all(data_dir: Path, out_dir: Path, strict: bool) -> int:
     return status
 
 
+def hub_spec(args: argparse.Namespace) -> hub.HubDataset:
+    """The hub dataset of ``--hub`` (``--split`` when it names none), ``--hub-config`` and
+    ``--revision`` filled in, ``--exclude-hub`` attached."""
+    spec = hub.HubDataset.parse(args.hub, args.split)
+    return hub.HubDataset(spec.id, spec.split, args.hub_config or spec.config, args.revision or spec.revision,
+                          tuple(hub.HubDataset.parse(e) for e in args.exclude_hub))
+
+
 def manifest_path_of(args: argparse.Namespace) -> Path:
     """``--manifest``, or ``--out`` with ``.jsonl`` replaced by ``.manifest.json``."""
     return args.manifest or args.out.with_name(args.out.name.removesuffix(".jsonl") + ".manifest.json")
@@ -425,6 +476,13 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error(f"give only one of --path, --data-dir, --hub (got {', '.join(given)})")
     if args.all is None and args.source != "synthetic" and not given:
         parser.error("give --path FILE..., --data-dir DIR, or --hub NAME")
+    if not args.hub and (args.hub_config or args.revision or args.exclude_hub):
+        parser.error("--hub-config, --revision and --exclude-hub go with --hub")
+    if args.hub:
+        try:
+            hub_spec(args)
+        except ValueError as err:
+            parser.error(str(err))
     if args.data_dir is not None and (args.source, args.split) not in STANDARD:
         parser.error(f"--data-dir knows no split {args.split!r} of {args.source!r}")
 

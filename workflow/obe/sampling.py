@@ -282,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"model dtype; default {DEFAULT_DTYPE}")
     p.add_argument("--device", default="cpu", help="torch device for the hf backend (cpu, cuda, cuda:1)")
     p.add_argument("--tokenizer", default=None, help="tokenizer name/path if not the model's")
+    p.add_argument("--revision", default=None, help="hub revision (commit hash) of --model and its tokenizer")
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code from the checkpoint")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm: fraction of GPU memory to use")
     p.add_argument("--max-model-len", type=int, default=None, help="vllm: context length (default: the model's)")
@@ -354,6 +355,7 @@ def _configs(args: argparse.Namespace) -> tuple[SamplingConfig, ModelConfig]:
         use_chat_template=args.use_chat_template,
         system_prompt=args.system_prompt,
         tokenizer=args.tokenizer,
+        revision=args.revision,
     )
     return cfg, model_cfg
 

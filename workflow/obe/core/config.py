@@ -14,6 +14,7 @@ same text means in a ``--configfile``.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -74,9 +75,11 @@ def validate_config(config: Mapping[str, Any]) -> None:
     tests = {k: v for k, v in config["data"]["test"].items() if v is not None}
     if not tests:
         raise ConfigError("config error at data.test: at least one test set is needed")
+    mirror = config.get("data_dir") or os.environ.get("OBE_DATA_DIR")  # a local mirror serves every dataset
     for name, ds in {"train": config["data"]["train"], **tests}.items():
-        if ds["source"] != "synthetic" and not (ds.get("path") or ds.get("hub") or ds.get("data_dir")):
-            raise ConfigError(f"config error at data.{name}: a {ds['source']} dataset needs `path`, `data_dir` or `hub`")
+        if ds["source"] != "synthetic" and not (ds.get("path") or ds.get("hub") or ds.get("data_dir") or mirror):
+            raise ConfigError(f"config error at data.{name}: a {ds['source']} dataset needs `path`, `data_dir` or "
+                              f"`hub`, or a local mirror in the top-level data_dir (or $OBE_DATA_DIR)")
     last = config["train"]["steps"]
     for i, step in enumerate(config["evaluation"].get("steps", [])):
         if not 0 < step <= last:  # a snapshot that training never writes: the step would be dropped silently

@@ -262,6 +262,7 @@ class VLLMBackend:
             model=model_cfg.name_or_path,
             tokenizer=model_cfg.tokenizer or model_cfg.name_or_path,
             revision=model_cfg.revision,
+            tokenizer_revision=model_cfg.revision,  # else vLLM reads the tokenizer at `main`, absent offline
             dtype=model_cfg.dtype,
             trust_remote_code=model_cfg.trust_remote_code,
             seed=seed,

@@ -139,24 +139,33 @@ def _str_field(row: dict[str, Any], key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def math_level(value: Any) -> str | None:
+    """``Level 1`` .. ``Level 5`` from MATH's text (``"Level 3"``) or PRM800K's int (``3``);
+    anything else (two MATH train problems say ``"Level ?"``) is an unknown level, None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = f"Level {value}"
+    return value if isinstance(value, str) and re.fullmatch(r"Level [1-5]", value) else None
+
+
 def convert_math(row: dict[str, Any], where: Where) -> Record | Problem:
-    """MATH: gold is the last box of ``solution``; id is the ``unique_id`` from ``*_paths.txt``."""
+    """MATH: gold is the last box of ``solution``; id is the ``unique_id`` (from ``*_paths.txt``
+    for the original release's files). Rows in the original release's columns (``type``, level
+    ``"Level 3"``) and in PRM800K's (``subject``, level ``3``, as hub copies of the 12k/500
+    split publish them) give the same record; PRM800K's own ``answer`` is not used, so both
+    read the gold the same way."""
     solution = _str_field(row, "solution")
     answer = boxed_answer(solution) if solution is not None else None
     why = "missing 'solution'" if solution is None else "no \\boxed{} answer in 'solution'"
-    level = row.get("level")
     return _build("math", row, where, problem_key="problem", answer=answer, answer_missing=why,
-                  id_key="unique_id", level=str(level) if level is not None else None,
-                  subject_key="type")
+                  id_key="unique_id", level=math_level(row.get("level")),
+                  subject_key="type" if "type" in row else "subject")
 
 
 def convert_math500(row: dict[str, Any], where: Where) -> Record | Problem:
     """MATH-500: explicit ``answer``; int level 3 becomes ``Level 3`` as in MATH."""
-    level = row.get("level")
-    level_text = f"Level {level}" if isinstance(level, int) else (str(level) if level else None)
     return _build("math500", row, where, problem_key="problem", answer=_str_field(row, "answer"),
                   answer_missing="missing or non-string 'answer'", id_key="unique_id",
-                  level=level_text, subject_key="subject")
+                  level=math_level(row.get("level")), subject_key="subject")
 
 
 def convert_gsm8k(row: dict[str, Any], where: Where) -> Record | Problem:
