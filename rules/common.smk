@@ -132,7 +132,7 @@ def eval_steps():
 # obe.training.config.TrainConfig fields, passed as they are), and the TrainConfig fields that
 # other sections hold, once each (tests/test_config.py ties both lists to TrainConfig).
 TRAIN_PIPELINE_KEYS = ("methods", "seeds", "backend", "lora")
-TRAIN_FIELDS_ELSEWHERE = {"base_model": ("dtype", "use_chat_template", "system_prompt", "prompt_template"),
+TRAIN_FIELDS_ELSEWHERE = {"base_model": ("dtype", "use_chat_template", "system_prompt", "prompt_template", "revision"),
                           "sampling": ("max_new_tokens", "temperature", "top_p")}
 
 

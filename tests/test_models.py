@@ -120,3 +120,25 @@ def test_prompt_with_chat_template(tiny_chat_dir):
         "<|user|>a\n\n<|assistant|>",
         "<|user|>b\n\n<|assistant|>",
     ]
+
+
+def test_a_hub_model_trains_from_its_pinned_cached_snapshot(tmp_path, monkeypatch):
+    """local_model: a folder is itself; a hub name is the cache's snapshot at the pinned commit
+    (offline), and an uncached one says what to prefetch."""
+    from huggingface_hub import constants
+
+    from hf_cache import put_repo
+    from obe.engines.models import local_model
+    from obe.hub import NotFetched
+
+    assert local_model(str(tmp_path)) == str(tmp_path)
+    cache = tmp_path / "hub"
+    files = {"config.json": b'{"model_type": "llama"}', "model.safetensors": b"weights"}
+    old = put_repo(cache, "org/tiny", {**files, "model.safetensors": b"old"}, repo_type="model", commit="a" * 40)
+    pinned = put_repo(cache, "org/tiny", files, repo_type="model", commit="b" * 40, branch=None)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert local_model("org/tiny", "b" * 40) == str(pinned)
+    assert local_model("org/tiny") == str(old)  # main, as the download recorded it
+    with pytest.raises(NotFetched, match="python -m obe.prefetch"):
+        local_model("org/other", "c" * 40)

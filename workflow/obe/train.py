@@ -45,6 +45,7 @@ very slow: prefer ``--threads 1`` there.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -60,7 +61,7 @@ from obe.core import checkpoint as ckpt
 from obe.core.seeds import derive_seed
 from obe.engines.fastlm import NonFiniteLogits
 from obe.engines.generation import tokenize_prompts
-from obe.engines.models import ModelConfig, build_prompts, prompt_adds_special_tokens
+from obe.engines.models import ModelConfig, build_prompts, local_model, prompt_adds_special_tokens
 from obe.engines.policy import Policy, load_policy
 from obe.engines.rollout import Rollouts, answer_token_mask, generate_rollouts
 from obe.grading import ExtractConfig, grade
@@ -97,6 +98,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # -- setup ---------------------------------------------------------------------
     torch.set_num_threads(cfg.threads)
     transformers.utils.logging.disable_progress_bar()
+    cfg = dataclasses.replace(cfg, model=local_model(cfg.model, cfg.revision or None))  # a hub model's pinned snapshot
     dev = torch.device(cfg.device)
     with TrainingRun(cfg, engine="obe", device=dev) as run:
         tokenizer = AutoTokenizer.from_pretrained(cfg.model)

@@ -173,3 +173,28 @@ def build_prompt(tokenizer, problem: str, cfg: ModelConfig) -> str:
 
 def build_prompts(tokenizer, problems: list[str], cfg: ModelConfig) -> list[str]:
     return [build_prompt(tokenizer, p, cfg) for p in problems]
+
+
+def local_model(name_or_path: str, revision: str | None = None) -> str:
+    """A folder holding the model: ``name_or_path`` itself when it is one, else the Hugging Face
+    cache's snapshot of that hub model at ``revision`` (downloaded first when the hub is online;
+    offline, :class:`obe.hub.NotFetched` says what to prefetch). Training loads from the folder, so
+    every library it hands the model to (transformers, TRL, a colocated vLLM) reads the pinned files."""
+    from pathlib import Path
+
+    if Path(name_or_path).is_dir():
+        return name_or_path
+    from huggingface_hub import constants, snapshot_download
+
+    from obe import hub
+
+    if not constants.HF_HUB_OFFLINE:
+        return snapshot_download(name_or_path, revision=revision, allow_patterns=hub.MODEL_FILES,
+                                 ignore_patterns=hub.MODEL_IGNORE)
+    path = hub.cached_snapshot(name_or_path, revision, "model", hub.MODEL_FILES, hub.MODEL_IGNORE)
+    if path is None:
+        raise hub.NotFetched(f"model {name_or_path}@{revision or 'main'} is not in the Hugging Face cache "
+                             f"{hub.hub_cache()} and the hub is offline; fetch it where the hub is reachable, "
+                             f"with the same HF_HOME: python -m obe.prefetch --configfile <the run's config files>")
+    return str(path)
+

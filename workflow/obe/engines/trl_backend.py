@@ -61,6 +61,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from obe.engines.models import local_model
 from obe.engines.trl_trainer import (TRL_LAYOUT, check_trl_version, grpo_args, peft_config, train_dataset,
                                      trainer_class)
 from obe.grading import ExtractConfig
@@ -125,6 +126,7 @@ def run(cfg: TrainConfig, extra: dict[str, Any], *, rollout_func=None, on_end=No
     torch.set_num_threads(cfg.threads)
     transformers.utils.logging.disable_progress_bar()
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    cfg = dataclasses.replace(cfg, model=local_model(cfg.model, cfg.revision or None))  # a hub model's pinned snapshot
     args = grpo_args(cfg, extra, int(os.environ.get("WORLD_SIZE", "1")))  # sets up the processes
     dist = accelerate_distributed()
     with TrainingRun(cfg, engine="trl", layout=TRL_LAYOUT, dist=dist, engine_config=dict(extra),

@@ -25,6 +25,7 @@ import torch
 
 from obe.core import checkpoint as ckpt
 from obe.core.seeds import derive_seed
+from obe.engines import fsdp
 from obe.grading import ExtractConfig, GradeResult, grade
 from obe.rl.advantages import binary_rewards
 from obe.rl.bonuses import StepAdvantages, apply_exploration
@@ -47,6 +48,7 @@ PINNED_SOURCES = {
     "trl.GRPOTrainer.get_train_dataloader": "2bffe5a57c539e17dafbdec15ca8fce48aaee94599bc7900fbbf5618ba1c7bb5",
     "trl.RepeatSampler.__iter__": "d80412d80424bd645f7d74cdb8bdc1994c789d8ba03111ffe6eea20f789dea58",
     "transformers.Trainer._run_epoch": "ebe374933064ecd6fde3407599c2847c3d2fa3c4638bb976e2759299aa752b14",
+    "trl.GRPOTrainer.training_step": "9e18632f7dd8e8d8f0ebbdcc4431feb1a9e3c037a02cf8c3aec38aa68ee58814",
     "transformers.Trainer._maybe_log_save_evaluate": "af101534f0f7b2d7fa6984044242e6f125c51092b05c755566c14823f2b43696",
 }
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -248,6 +250,12 @@ def _make_trainer_class():
                 ckpt.write_manifest(folder)
             self.accelerator.wait_for_everyone()
 
+        def training_step(self, model, inputs, num_items_in_batch):
+            # FSDP2 under HF's no_sync would keep every micro-batch's gradient unsharded (docs/scale.md
+            # counts 15-16 GB at 7-8B): reduce-scatter each micro-batch into the sharded fp32 gradient
+            fsdp.sharded_accumulation(model)
+            return super().training_step(model, inputs, num_items_in_batch)
+
         @property
         def obe_step(self) -> int:
             """obe's step (one rollout batch) = HF's optimizer steps / mu (TRL's num_iterations)."""
@@ -271,8 +279,12 @@ def _make_trainer_class():
                         base.save_pretrained(str(tmp), state_dict=state, safe_serialization=True)
                 finally:
                     model.unmerge_adapter()
+            elif fsdp.is_fsdp2(self.model):  # Trainer.save_model writes no weights under SHARDED_STATE_DICT
+                state = fsdp.full_state_dict(self.model)  # a collective: every rank; the main one gets the tensors
+                if main:
+                    model.save_pretrained(str(tmp), state_dict=state, safe_serialization=True)
             else:
-                self.save_model(str(tmp))  # gathers ZeRO-3 shards
+                self.save_model(str(tmp))
             if main:
                 self.processing_class.save_pretrained(str(tmp))
                 ckpt.publish(tmp, path)

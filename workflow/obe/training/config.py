@@ -36,6 +36,7 @@ class TrainConfig:
     """The run config (CLI flags = field names with dashes; YAML keys = field names)."""
 
     model: str = ""
+    revision: str = ""
     train_data: str = ""
     out: str = ""
     # the exploration settings: defaults and help defined once, by obe.rl.bonuses.ExplorationConfig
@@ -136,6 +137,8 @@ class TrainConfig:
 
 HELP = {
     "model": "HF model directory (or hub name) of the initial policy (and reference)",
+    "revision": "hub revision (a commit) of --model when it names a hub model (base_model.revision); it is "
+                "loaded from that snapshot in the Hugging Face cache ('' = main)",
     "train_data": "training questions, Record JSONL (obe.core.records)",
     "out": "stage output directory (final/, checkpoints/, snapshots/, metrics.jsonl, rollouts.jsonl)",
     **exploration_help(),  # method, coef, b0, leave_one_out, ... (obe.rl.bonuses.ExplorationConfig)
