@@ -16,7 +16,6 @@ from obe.rl.bonuses import (
     ExplorationConfig,
     apply_exploration,
     batch_bonus,
-    char_span_token_mask,
     compute_bonus,
     exploration_advantages,
     exploration_step,
@@ -259,15 +258,6 @@ def test_token_advantages_accepts_B_n_leading_shape():
     torch.testing.assert_close(token_advantages(adv, bonus, amask, 0.2), torch.tensor([[[1.2, 1.0], [-1.0, -1.0]]]))
     with pytest.raises(ValueError):
         token_advantages(adv, bonus, amask[0], 0.2)
-
-
-def test_char_span_token_mask():
-    # completion "x=4 so \boxed{4}" tokenised as "x", "=4", " so", " \boxed{", "4", "}"
-    offsets = [(0, 1), (1, 3), (3, 6), (6, 14), (14, 15), (15, 16)]
-    span = (7, 16)  # the characters of "\boxed{4}"
-    assert char_span_token_mask(offsets, span) == [0, 0, 0, 1, 1, 1]
-    assert char_span_token_mask(offsets, (14, 15)) == [0, 0, 0, 0, 1, 0]
-    assert char_span_token_mask(offsets + [(0, 0)], None) == [0] * 7
 
 
 def test_exploration_step_reads_then_updates_the_table():

@@ -20,6 +20,7 @@ import yaml
 
 from hf_cache import card, parquet_bytes, parquet_card, put_repo
 from obe import hub
+from obe.core.files import file_sha256
 from obe.core import sources
 from obe.core.config import load_config
 from obe.data import main
@@ -87,7 +88,7 @@ def test_offline_read_takes_the_pinned_revision_not_the_latest(offline_cache, tm
     manifest = json.loads((tmp_path / "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.manifest.json").read_text())
     assert manifest["inputs"][0]["commit"] == "a" * 40
     files = {f["path"]: f["sha256"] for f in manifest["inputs"][0]["files"]}
-    assert files["main/test-00000-of-00001.jsonl"] == hub.sha256_of(old / "main" / "test-00000-of-00001.jsonl")
+    assert files["main/test-00000-of-00001.jsonl"] == file_sha256(old / "main" / "test-00000-of-00001.jsonl")
 
 
 def test_not_fetched_and_missing_split_are_clear_errors(offline_cache, tmp_path, capsys) -> None:

@@ -449,7 +449,7 @@ def test_smoke_dag_through_slurm_matches_local_run(cluster, tmp_path):
 
     # 1b. the slow training job: its first attempt was stopped by Slurm at the time limit
     #     (1 minute), the second (2 minutes) resumed from the checkpoint the first left behind.
-    slow_id = by_target[("train", (("method", slow_method), ("seed", SLOW_RUN.split("__s")[1])))]
+    slow_id = by_target[("train", (("method", SLOW_RUN.split("__")[0]), ("seed", SLOW_RUN.split("__s")[1])))]
     slow_jobs = [jobs[i] for i in ran_in[slow_id]]
     assert len(slow_jobs) >= 2 and slow_jobs[0]["JobState"] == "TIMEOUT", [j["JobState"] for j in slow_jobs]
     assert [j["TimeLimit"] for j in slow_jobs[:2]] == [slurm_minutes(1), slurm_minutes(2)], slow_jobs

@@ -31,8 +31,8 @@ trl = pytest.importorskip("trl", reason="trl is not installed (pip install -e '.
 
 from obe.core import checkpoint as ckpt  # noqa: E402
 from obe.engines import trl_backend, trl_trainer  # noqa: E402
-from obe.rl.advantages import AdvantageConfig, binary_rewards  # noqa: E402
-from obe.rl.bonuses import ExplorationConfig, exploration_step, token_advantages  # noqa: E402
+from obe.rl.advantages import binary_rewards  # noqa: E402
+from obe.rl.bonuses import exploration_step, token_advantages  # noqa: E402
 from obe.rl.counts import OutcomeCounts  # noqa: E402
 from obe.grading import ExtractConfig, grade  # noqa: E402
 from obe.engines.models import render_template  # noqa: E402

@@ -22,7 +22,6 @@ CLI (``python -m obe.data --help``)::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from obe import hub
+from obe.core.files import file_sha256
 from obe.core.records import Record, write_jsonl
 from obe.core.tracking import add_wandb_args, log_stage_summary
 from obe.tasks.math_datasets import SOURCES, Problem, Where, normalize_problem
@@ -203,10 +203,6 @@ class Prepared:
     inputs: list[dict[str, Any]] = field(default_factory=list)
 
 
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def convert_rows(source: str, rows: Rows, exclude: Exclusion = Exclusion()) -> Prepared:
     """Convert rows, drop those matching ``exclude`` (own id or normalized problem), drop bad
     rows and later duplicates of an id. Shared by local files, the hub, and synthetic data."""
@@ -239,11 +235,11 @@ def load_files(source: str, paths: Sequence[Path], exclude: Sequence[Path] = ())
         file_rows, file_problems, reader = read_local(path)
         rows += attach_sidecar_ids(path, file_rows)
         problems += file_problems
-        inputs.append({"path": str(path), "sha256": sha256_file(path), "reader": reader})
+        inputs.append({"path": str(path), "sha256": file_sha256(path), "reader": reader})
         sidecar = path.with_name(f"{path.stem}_paths.txt")
         if sidecar.is_file():
-            inputs.append({"path": str(sidecar), "sha256": sha256_file(sidecar), "reader": "ids"})
-    inputs += [{"path": str(p), "sha256": sha256_file(p), "reader": "exclude"} for p in exclude]
+            inputs.append({"path": str(sidecar), "sha256": file_sha256(sidecar), "reader": "ids"})
+    inputs += [{"path": str(p), "sha256": file_sha256(p), "reader": "exclude"} for p in exclude]
     out = convert_rows(source, rows, exclusion_from(exclude))
     order = {str(p): i for i, p in enumerate(paths)}
     out.problems = sorted(problems + out.problems, key=lambda p: (order.get(p.file, 0), p.line))
@@ -302,7 +298,7 @@ def write_outputs(prep: Prepared, out: Path, manifest_path: Path, meta: dict[str
         "counts": {"read": prep.read, "excluded": prep.excluded, "dropped": len(prep.problems),
                    "kept": len(prep.records), "written": len(records)},
         "dropped": [p.to_dict() for p in prep.problems],
-        "output": {"path": str(out), "sha256": sha256_file(out)},
+        "output": {"path": str(out), "sha256": file_sha256(out)},
     }
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

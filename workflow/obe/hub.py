@@ -16,11 +16,12 @@ given apart), e.g. ``HuggingFaceH4/MATH-500:default:test@6e4ed1a2a79af7d8630a6b7
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+
+from obe.core.files import file_sha256
 
 # Files of a causal LM that from_pretrained and vLLM read; `original/` holds Meta's own
 # checkpoint format (16 GB more for Llama-3.1-8B), which nothing here reads.
@@ -135,19 +136,10 @@ def snapshot(repo_id: str, revision: str | None, repo_type: str = "dataset", *, 
                          f"{hub_cache()} ({str(err).split('. ')[0]}){fetch_hint}") from None
 
 
-def sha256_of(path: Path, chunk: int = 1 << 24) -> str:
-    """sha256 of a file, read in 16 MiB chunks (model shards are several GB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def snapshot_files(folder: Path) -> list[dict[str, Any]]:
     """Every file of a snapshot folder: relative path, size, sha256 (symlinks to blobs followed)."""
     files = sorted(p for p in folder.rglob("*") if p.is_file())
-    return [{"path": p.relative_to(folder).as_posix(), "size": p.stat().st_size, "sha256": sha256_of(p)}
+    return [{"path": p.relative_to(folder).as_posix(), "size": p.stat().st_size, "sha256": file_sha256(p)}
             for p in files]
 
 

@@ -44,6 +44,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from obe.core.files import ResumeError
 from obe.core.progress import Progress
 from obe.engines.generation import (DEFAULT_BATCH_SIZE, DEFAULT_DTYPE, Completion, HFBackend, Row, SamplingConfig,
                                    VLLMBackend, tokenize_prompts)
@@ -120,10 +121,6 @@ def check_or_write_meta(out: Path, meta: dict[str, Any]) -> None:
     tmp = mpath.with_name(mpath.name + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, mpath)
-
-
-class ResumeError(RuntimeError):
-    pass
 
 
 def resume_point(out: Path, batches: list[list[Row]], keys: Sequence[str],

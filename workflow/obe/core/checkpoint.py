@@ -35,11 +35,9 @@ existed are checked by loading every file instead.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
-import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -48,6 +46,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
+
+from obe.core.files import ResumeError, file_sha256  # noqa: F401 (the checkpoint API names them too)
 
 STATE_FILE = "state.json"
 MANIFEST_FILE = "manifest.json"
@@ -218,14 +218,6 @@ def clean_partial(root: str | Path) -> list[Path]:
     return removed
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_manifest(path: str | Path) -> None:
     """``path/manifest.json``: the byte size and sha256 of every other file under ``path``."""
     path = Path(path)
@@ -381,10 +373,6 @@ def load_checkpoint(path: str | Path, *, optimizer: torch.optim.Optimizer, sched
     if restore_rng:
         set_rng_state(torch.load(path / "rng.pt", weights_only=True))
     return state
-
-
-class ResumeError(RuntimeError):
-    """A run that cannot go on from its checkpoint as it stands; the message names the file and the fix."""
 
 
 def truncate_file(path: str | Path, length: int) -> None:

@@ -350,16 +350,3 @@ def apply_exploration(
         amask_RT = torch.zeros(completion_mask_RT.shape)
     token_RT = token_advantages(adv_R, bonus_R, amask_RT.to(adv_R.device), cfg.coef, cfg.mask_answer_tokens)
     return StepAdvantages(adv_Bn, bonus_Bn, total_advantages(adv_Bn, bonus_Bn, cfg.coef), token_RT)
-
-
-def char_span_token_mask(token_offsets_T: Sequence[tuple[int, int]], span: Optional[tuple[int, int]]) -> list[int]:
-    """1 for each token whose character range ``[start, end)`` overlaps ``span``.
-
-    ``token_offsets_T``: per-token character offsets into the completion text (as a fast
-    tokenizer's ``return_offsets_mapping`` gives); ``span``: ``[start, end)`` of the final
-    answer (e.g. the whole ``\\boxed{...}``), or ``None`` for no answer (all zeros).
-    """
-    if span is None:
-        return [0] * len(token_offsets_T)
-    s, e = span
-    return [int(a < e and b > s) for a, b in token_offsets_T]
