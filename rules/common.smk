@@ -5,6 +5,7 @@ import shlex
 import sys
 
 from obe.core.sources import dataset_source  # the Snakefile put workflow/ on sys.path
+from obe.training.config import pipeline_settings, settings_flags
 
 R = f"{config['results_dir']}/{config['experiment']}"
 TEST_SETS = [name for name, ds in config["data"]["test"].items() if ds is not None]
@@ -128,43 +129,14 @@ def eval_steps():
     return sorted(set(config["evaluation"]["steps"]) | {final_step()})  # validated: all in (0, final]
 
 
-# Keys of `train:` that shape the DAG or the launch rather than one run (the rest are
-# obe.training.config.TrainConfig fields, passed as they are), and the TrainConfig fields that
-# other sections hold, once each (tests/test_config.py ties both lists to TrainConfig).
-TRAIN_PIPELINE_KEYS = ("methods", "seeds", "backend", "lora")
-TRAIN_FIELDS_ELSEWHERE = {"base_model": ("dtype", "use_chat_template", "system_prompt", "prompt_template", "revision"),
-                          "sampling": ("max_new_tokens", "temperature", "top_p")}
-
-
 def train_settings(method, seed):
-    """The resolved settings of one run (TrainConfig field -> value): the `train:` section, the
-    fields other sections hold, this method's `methods.<m>` entry (whose `method:` names the
-    registry method of a variant; default the entry's own name), the seed and the evaluated steps."""
-    settings = {k: v for k, v in config["train"].items() if k not in TRAIN_PIPELINE_KEYS}
-    for section, keys in TRAIN_FIELDS_ELSEWHERE.items():
-        settings.update({k: config[section][k] for k in keys if config[section].get(k) is not None})
-    entry = dict(config["methods"][method])
-    settings.update(method=entry.pop("method", method), seed=seed, save_steps=eval_steps(), **entry)
-    return settings
+    """One run's TrainConfig settings, resolved from the config (obe.training.config.pipeline_settings)."""
+    return pipeline_settings(config, method, seed, eval_steps())
 
 
 def train_args(method, seed):
-    """train_settings as the trainers' flags (bools as --x / --no-x, the evaluated steps
-    comma-separated, each callback as a --callback)."""
-    from obe.training.callbacks import canonical_spec
-
-    args = []
-    for key, value in train_settings(method, seed).items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            args.append(flag if value else f"--no-{key.replace('_', '-')}")
-        elif key == "callbacks":
-            args += [f"--callback={canonical_spec(c)}" for c in value]
-        elif key == "save_steps":
-            args.append(f"{flag}={','.join(str(x) for x in value)}")
-        else:
-            args.append(f"{flag}={value}")
-    return " ".join(shlex.quote(a) for a in args)
+    """train_settings as the trainers' flags."""
+    return " ".join(shlex.quote(a) for a in settings_flags(train_settings(method, seed)))
 
 
 def device_args():
@@ -186,7 +158,8 @@ def train_launch():
     """The command that starts the trainer, up to its flags. obe: `python -m obe.train`. trl:
     `accelerate launch` with configs/accelerate/<file of hardware.sharding> over the job's GPUs
     (cpu.yaml, one process, without GPUs), slurm/trl_multinode.sh when hardware.nodes > 1, plus
-    the TRL-only flags: vLLM colocate when hardware.colocate_vllm is set, LoRA from train.lora."""
+    the TRL-only flags: vLLM colocate when hardware.colocate_vllm is set (with
+    train.vllm_importance_sampling_correction), LoRA from train.lora."""
     if train_module() == "obe.train":
         return "python -m obe.train"
     gpus, hw, t = job_resources("train")["gpus"], config.get("hardware", {}), config["train"]
@@ -197,6 +170,8 @@ def train_launch():
         flags += ["--vllm", "colocate", "--vllm-gpu-memory-utilization", hw["colocate_vllm"],
                   "--vllm-tensor-parallel-size", s.get("tensor_parallel_size", 1),
                   "--vllm-max-model-len", s.get("max_model_len") or 0]
+        flags.append("--vllm-importance-sampling-correction" if t.get("vllm_importance_sampling_correction", True)
+                     else "--no-vllm-importance-sampling-correction")
     lora = t.get("lora") or {}
     if lora.get("r", 0) > 0:
         flags += ["--lora-r", lora["r"], "--lora-alpha", lora.get("alpha", 32), "--lora-dropout",

@@ -696,3 +696,23 @@ def test_a_corrupt_newest_checkpoint_is_set_aside_and_the_previous_one_resumes(s
     assert len(aside) == 1 and "truncated" in aside[0].read_text()
     assert _rows(run / "rollouts.jsonl") == _rows(straight / "rollouts.jsonl")
     assert _rows(run / "metrics.jsonl", TIMING_KEYS) == _rows(straight / "metrics.jsonl", TIMING_KEYS)
+
+
+def test_colocated_vllm_rollouts_follow_the_run_seed():
+    """TRL seeds its colocated vLLM engine (and with it this process's RNGs) with rank // tp, the
+    same for every run seed; the backend re-seeds from the run's seed, alike within a
+    tensor-parallel group."""
+    from types import SimpleNamespace
+
+    from obe.core.seeds import derive_seed
+
+    seed_of = {}
+    for seed, rank, tp in [(0, 0, 1), (1, 0, 1), (0, 1, 1), (0, 0, 2), (0, 1, 2)]:
+        fake = SimpleNamespace(args=SimpleNamespace(seed=seed, vllm_tensor_parallel_size=tp),
+                               accelerator=SimpleNamespace(process_index=rank))
+        trl_trainer.trainer_class()._seed_colocated_rollouts(fake)
+        seed_of[seed, rank, tp] = torch.initial_seed()
+    assert seed_of[0, 0, 1] == derive_seed(0, "vllm rollouts", 0)
+    assert seed_of[0, 0, 1] != seed_of[1, 0, 1]  # another run seed, other rollouts
+    assert seed_of[0, 0, 1] != seed_of[0, 1, 1]  # another rank (tp 1), another stream
+    assert seed_of[0, 0, 2] == seed_of[0, 1, 2]  # one tensor-parallel group, one stream

@@ -29,7 +29,8 @@ Departures from ``obe.train`` (numbered):
     e)`` (:class:`obe.engines.trl_trainer.EpochSeededSampler`, so a resume keeps it, with any number of
     processes), not ``obe.training.numerics.batch_indices``; a last incomplete batch of an epoch is dropped.
  2. Rollouts: TRL's generation (HF ``generate`` or vLLM), random stream of the HF Trainer
-    (its RNG state is checkpointed); not bitwise equal to ``obe.train``'s rollouts.
+    (its RNG state is checkpointed; with a colocated vLLM seeded from the run's seed, not TRL's
+    per-rank constant); not bitwise equal to ``obe.train``'s rollouts.
  3. One obe step = one TRL generation batch = ``mu`` optimizer steps (TRL's ``num_iterations``),
     so HF's step counters (checkpoint names, its ``max_steps``, ``warmup_steps``) are ``mu`` x obe's;
     ``micro_batch`` (0 = all) must divide ``batch_questions * n / ranks``. The loss and gradient

@@ -183,6 +183,18 @@ def _make_trainer_class():
             self._graded: list[tuple[str, str, GradeResult]] = []
             self._grade_s = 0.0
             super().__init__(*args, reward_funcs=[self.correct], **kwargs)
+            if self.use_vllm and self.vllm_mode == "colocate":
+                self._seed_colocated_rollouts()
+
+        def _seed_colocated_rollouts(self) -> None:
+            # TRL builds its colocated vLLM engine with seed = rank // tensor-parallel size, which
+            # re-seeds this process's RNGs, and vLLM samples from them: every run seed would then
+            # draw the same rollouts. Seed them from the run's seed instead, the same within a
+            # tensor-parallel group (whose ranks must sample alike); a resume restores HF's RNG state.
+            from transformers import set_seed
+
+            group = self.accelerator.process_index // self.args.vllm_tensor_parallel_size
+            set_seed(derive_seed(self.args.seed, "vllm rollouts", group))
 
         def correct(self, prompts, completions, answer, question_id, **kwargs) -> list[float]:
             """Reward 1/0 by obe.grading.grade on the completions' text; keeps the results for the advantages."""

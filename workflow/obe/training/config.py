@@ -235,3 +235,41 @@ def resolve_config(argv: Optional[Sequence[str]] = None) -> tuple[Optional[Train
     except (ValueError, TypeError) as exc:
         raise SystemExit(f"invalid config: {exc}") from None
 
+
+# Keys of the pipeline config's `train:` section that shape the DAG or the launch rather than one
+# run (the others are TrainConfig fields, passed as they are), and the TrainConfig fields that
+# other sections hold, once each (tests/test_training_run.py ties both to TrainConfig and the schema).
+TRAIN_PIPELINE_KEYS = ("methods", "seeds", "backend", "lora", "vllm_importance_sampling_correction")
+TRAIN_FIELDS_ELSEWHERE = {"base_model": ("dtype", "use_chat_template", "system_prompt", "prompt_template", "revision"),
+                          "sampling": ("max_new_tokens", "temperature", "top_p")}
+
+
+def pipeline_settings(config: dict[str, Any], method: str, seed: int, save_steps: Sequence[int]) -> dict[str, Any]:
+    """One run's settings (TrainConfig field -> value) from the pipeline config: the `train:`
+    section, the fields other sections hold, the method's `methods.<m>` entry (whose `method:`
+    names the registry method of a variant; default the entry's own name), the seed and the
+    steps whose snapshots are evaluated."""
+    settings = {k: v for k, v in config["train"].items() if k not in TRAIN_PIPELINE_KEYS}
+    for section, keys in TRAIN_FIELDS_ELSEWHERE.items():
+        settings.update({k: config[section][k] for k in keys if config[section].get(k) is not None})
+    entry = dict(config["methods"][method])
+    settings.update(method=entry.pop("method", method), seed=seed, save_steps=list(save_steps), **entry)
+    return settings
+
+
+def settings_flags(settings: dict[str, Any]) -> list[str]:
+    """Settings as the trainers' flags: bools as --x / --no-x, the steps comma-separated, one
+    --callback per callback."""
+    args = []
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else f"--no-{key.replace('_', '-')}")
+        elif key == "callbacks":
+            args += [f"--callback={canonical_spec(c)}" for c in value]
+        elif key == "save_steps":
+            args.append(f"{flag}={','.join(str(x) for x in value)}")
+        else:
+            args.append(f"{flag}={value}")
+    return args
+
