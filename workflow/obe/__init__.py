@@ -14,6 +14,23 @@ Reasoning" (arXiv 2509.06941). The folder reads like the pipeline:
   rollouts, TRL's GRPOTrainer);
 - ``core/``: records and JSONL, config validation, checkpoints, progress, W&B tracking;
 - ``tasks/``: the embedded synthetic task.
+
+For your own TRL scripts: ``from obe import ExplorationGRPOTrainer, ExplorationConfig`` (a drop-in
+for TRL's ``GRPOTrainer`` with the paper's methods; examples/exploration_grpo.py runs one).
 """
 
 __version__ = "0.1.0"
+__all__ = ["ExplorationConfig", "ExplorationGRPOTrainer"]
+
+
+def __getattr__(name: str):
+    # built on first use: importing trl takes seconds, and the pipeline's stages do not need it
+    if name == "ExplorationGRPOTrainer":
+        from obe.engines.trl_trainer import trainer_class
+
+        return trainer_class()
+    if name == "ExplorationConfig":
+        from obe.rl.bonuses import ExplorationConfig
+
+        return ExplorationConfig
+    raise AttributeError(f"module 'obe' has no attribute {name!r}")

@@ -14,7 +14,7 @@ are the HF Trainer's (``RUN/checkpoints/checkpoint-N/``, sharded state under FSD
 run's ``obe_state.json`` and a manifest written last (:data:`obe.engines.trl_trainer.TRL_LAYOUT`):
 re-running the same command resumes from the newest one that verifies.
 
-How the methods enter TRL (one override, :meth:`obe.engines.trl_trainer.ObeGRPOTrainer._generate_and_score_completions`):
+How the methods enter TRL (one override, :meth:`obe.engines.trl_trainer.ExplorationGRPOTrainer._generate_and_score_completions`):
 TRL generates and scores the local completions (the reward function is ``obe.grading.grade``
 of the completion's text against the gold answer, and it keeps each completion's outcome key);
 then the samples of the GLOBAL batch are gathered to every rank (``gather_object``, in TRL's
@@ -183,7 +183,7 @@ def run(cfg: TrainConfig, extra: dict[str, Any], *, rollout_func=None, on_end=No
                 started=batch.started, time_generate=batch.time_generate, time_grade=batch.time_grade,
                 time_update=now - batch.generated)
 
-        # -- rollout -> reward -> advantage (ObeGRPOTrainer) -> loss -> step (TRL) -> record, save (RecordSteps)
+        # -- rollout -> reward -> advantage (ExplorationGRPOTrainer) -> loss -> step (TRL) -> record, save (RecordSteps)
         trainer = trainer_class()(
             model=cfg.model, args=args, processing_class=tokenizer, train_dataset=train_dataset(training.records, cfg, tokenizer),
             exploration=cfg.exploration(), advantage=cfg.advantage(), extract=ExtractConfig(cfg.reward_extract),

@@ -1,6 +1,6 @@
-"""TRL's side of the trl backend: :class:`ObeGRPOTrainer` (``GRPOTrainer`` with obe's advantages,
-built on first use by :func:`trainer_class`: importing trl is slow), its checkpoints (HF's
-``checkpoint-N`` folders plus the run's state and manifest, :data:`TRL_LAYOUT`), and the
+"""TRL's side of the trl backend: :class:`ExplorationGRPOTrainer` (``GRPOTrainer`` with obe's
+advantages, built on first use by :func:`trainer_class` since importing trl is slow; public as
+``obe.ExplorationGRPOTrainer``), its checkpoints (HF's ``checkpoint-N`` folders plus the run's state and manifest, :data:`TRL_LAYOUT`), and the
 ``GRPOConfig`` / ``peft_config`` / dataset that :func:`grpo_args`, :func:`peft_config` and
 :func:`train_dataset` build from obe's :class:`obe.training.config.TrainConfig`. The run around
 it (outputs, resume, logging, CLI) is :mod:`obe.engines.trl_backend`'s and
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import os
 import shutil
 import time
@@ -53,7 +54,7 @@ PINNED_SOURCES = {
 }
 CHECKPOINT_PREFIX = "checkpoint-"
 # HF's checkpoint-<optimizer step> folders; the run's state in obe_state.json and the manifest,
-# both written by ObeGRPOTrainer._save_checkpoint (a folder without a manifest is an unfinished save)
+# both written by ExplorationGRPOTrainer._save_checkpoint (a folder without a manifest is an unfinished save)
 TRL_LAYOUT = ckpt.Layout(prefix=CHECKPOINT_PREFIX, state_file="obe_state.json", format="obe.trl_checkpoint",
                          legacy=False)
 LOSS_TYPES = {"token_mean": "dapo", "seq_mean_token_mean": "grpo", "dr_grpo": "dr_grpo"}
@@ -154,6 +155,19 @@ def _restore_indexed_cpu(obj, location: str):
     return obj if location.startswith("cpu:") else None
 
 
+def trl_advantages(args):
+    """The group advantages TRL's GRPOTrainer computes for ``args`` (a ``GRPOConfig``), as obe's
+    :class:`obe.rl.advantages.AdvantageConfig`: minus the group mean, divided by the group's
+    sample std + 1e-4 (``scale_rewards="group"``) or not scaled (``"none"``)."""
+    from obe.rl.advantages import AdvantageConfig
+
+    scale = {"group": "group", True: "group", "none": "none", False: "none"}.get(args.scale_rewards)
+    if scale is None:
+        raise ValueError(f"scale_rewards={args.scale_rewards!r}: exploration's advantages are per group "
+                         f"(\"group\" or \"none\")")
+    return AdvantageConfig(scale=scale, std="sample", eps=1e-4)
+
+
 def _make_trainer_class():
     from accelerate.utils import gather_object
     from trl import GRPOTrainer
@@ -162,20 +176,35 @@ def _make_trainer_class():
 
     torch.serialization.register_package(100, lambda obj: None, _restore_indexed_cpu)
 
-    class ObeGRPOTrainer(GRPOTrainer):
-        """``GRPOTrainer`` whose advantages are obe's (:func:`obe.rl.bonuses.apply_exploration`).
+    class ExplorationGRPOTrainer(GRPOTrainer):
+        """TRL's ``GRPOTrainer`` with the paper's exploration methods: rewards 1/0 from
+        :func:`obe.grading.grade` (the completion's final answer against the dataset's ``answer``)
+        and advantages from :func:`obe.rl.bonuses.apply_exploration` (GRPO's group advantages plus
+        ``coef x`` the method's bonus on final answers, with a count table N(x, a) kept across the
+        run and saved in every checkpoint). A drop-in for ``GRPOTrainer``::
 
-        Extra arguments: ``exploration`` (:class:`obe.rl.bonuses.ExplorationConfig`),
-        ``advantage`` (:class:`obe.rl.advantages.AdvantageConfig`), ``extract`` (the
-        :class:`obe.grading.ExtractConfig` of the rewards; None: grade's default) and ``run``
-        (an :class:`obe.training.run.TrainingRun`: its count table, checkpoint state and
-        manifest; None: a count table of the trainer's own, checkpoints without obe's state).
-        After each training batch, ``last_batch`` holds its :class:`RolloutBatch`. The dataset
-        needs ``prompt``, ``answer`` and ``question_id`` columns.
+            from obe import ExplorationConfig, ExplorationGRPOTrainer
+            trainer = ExplorationGRPOTrainer(model=..., args=GRPOConfig(...), train_dataset=ds,
+                                             processing_class=tok,
+                                             exploration=ExplorationConfig(method="ucb_con", coef=0.2))
+            trainer.train()
+
+        The dataset needs ``prompt`` and ``answer`` columns; ``question_id`` (optional) keys the
+        count table (default: the prompt). Extra arguments: ``exploration``
+        (:class:`obe.rl.bonuses.ExplorationConfig`: method, coef, b0, gate_solved,
+        mask_answer_tokens, ...), ``advantage`` (:class:`obe.rl.advantages.AdvantageConfig`;
+        default TRL's own: the group's std, sample convention, eps 1e-4, or none with
+        ``scale_rewards="none"``), ``extract`` (:class:`obe.grading.ExtractConfig` of the rewards)
+        and ``run`` (an :class:`obe.training.run.TrainingRun`: the pipeline's own, which then owns
+        the count table, checkpoint state and logs). After each training batch ``last_batch``
+        holds its :class:`RolloutBatch`.
         """
 
-        def __init__(self, *args, exploration, advantage, extract=None, run=None, **kwargs):
+        def __init__(self, *args, exploration, advantage=None, extract=None, run=None, **kwargs):
             check_trl_version()
+            if "reward_funcs" in kwargs:
+                raise TypeError("ExplorationGRPOTrainer's reward is obe.grading's 0/1 correctness of the final "
+                                "answer; it takes no reward_funcs")
             self.exploration, self.advantage, self.run = exploration, advantage, run
             self.extract = extract if extract is not None else ExtractConfig()
             self.counts = run.counts if run is not None else OutcomeCounts()
@@ -183,6 +212,8 @@ def _make_trainer_class():
             self._graded: list[tuple[str, str, GradeResult]] = []
             self._grade_s = 0.0
             super().__init__(*args, reward_funcs=[self.correct], **kwargs)
+            if self.advantage is None:
+                self.advantage = trl_advantages(self.args)
             if self.use_vllm and self.vllm_mode == "colocate":
                 self._seed_colocated_rollouts()
 
@@ -196,11 +227,24 @@ def _make_trainer_class():
             group = self.accelerator.process_index // self.args.vllm_tensor_parallel_size
             set_seed(derive_seed(self.args.seed, "vllm rollouts", group))
 
-        def correct(self, prompts, completions, answer, question_id, **kwargs) -> list[float]:
+        def train(self, resume_from_checkpoint=None, **kwargs):
+            # without the pipeline's run, the count table comes back from the checkpoint's state
+            if self.run is None and resume_from_checkpoint:
+                from transformers.trainer_utils import get_last_checkpoint
+
+                folder = (get_last_checkpoint(self.args.output_dir) if resume_from_checkpoint is True
+                          else resume_from_checkpoint)
+                if folder and (Path(folder) / TRL_LAYOUT.state_file).is_file():
+                    self.counts = OutcomeCounts.from_dict(ckpt.read_state(folder, TRL_LAYOUT)["counts"])
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+        def correct(self, prompts, completions, answer, question_id=None, **kwargs) -> list[float]:
             """Reward 1/0 by obe.grading.grade on the completions' text; keeps the results for the advantages."""
             t = time.perf_counter()
             texts = [completion_text(c) for c in completions]
             graded = [grade(text, a, config=self.extract) for text, a in zip(texts, answer)]
+            if question_id is None:  # the prompt is the question
+                question_id = [p if isinstance(p, str) else json.dumps(p, sort_keys=True) for p in prompts]
             self._graded.extend(zip(map(str, question_id), texts, graded))
             self._grade_s += time.perf_counter() - t
             return [float(g.correct) for g in graded]
@@ -302,14 +346,14 @@ def _make_trainer_class():
                 ckpt.publish(tmp, path)
             self.accelerator.wait_for_everyone()
 
-    return ObeGRPOTrainer
+    return ExplorationGRPOTrainer
 
 
 _TRAINER_CLASS = None
 
 
 def trainer_class():
-    """The :class:`ObeGRPOTrainer` class (built on first use: importing trl is slow)."""
+    """The :class:`ExplorationGRPOTrainer` class (built on first use: importing trl is slow)."""
     global _TRAINER_CLASS
     if _TRAINER_CLASS is None:
         _TRAINER_CLASS = _make_trainer_class()
