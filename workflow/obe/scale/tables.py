@@ -1,22 +1,20 @@
-"""The generated part of docs/scale.md: markdown tables of ``obe.scale``'s memory plans, and the
-command line of both modules (``python -m obe.scale`` and ``python -m obe.scale_tables`` run
-:func:`main`).
+"""The generated part of docs/scale.md: markdown tables of :mod:`obe.scale.plan`'s memory plans, and
+the command line (:func:`main`, run by ``python -m obe.scale``).
 
 ``--markdown`` replaces the block between :data:`BEGIN` and :data:`END` in docs/scale.md with
 :func:`render_tables`; without it, the settings, training and sampling tables of the presets it
 is given are printed. Numbers only come from ``obe.scale``; this module formats them (GB = 10^9
-bytes). It imports ``obe.scale``, never the other way round.
+bytes).
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-import sys
 from dataclasses import replace
 from typing import Optional, Sequence
 
-from obe.scale import (ARCHS, GB, HEADROOM, PRESETS, REPO_ROOT, Plan, embedded_arch, load_plan, param_count,
+from obe.scale.plan import (ARCHS, GB, HEADROOM, PRESETS, REPO_ROOT, Plan, embedded_arch, load_plan, param_count,
                        sampling_memory, training_memory)
 
 DOC_PATH = REPO_ROOT / "docs" / "scale.md"
@@ -155,7 +153,9 @@ def update_doc(text: str, tables: str) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m obe.scale``: print the tables of presets (exit 1 when one does not fit), or
     rewrite docs/scale.md's generated block."""
-    ap = argparse.ArgumentParser(prog="python -m obe.scale", description=sys.modules["obe.scale"].__doc__.split("\n\n")[0])
+    from obe.scale import plan
+
+    ap = argparse.ArgumentParser(prog="python -m obe.scale", description=plan.__doc__.split("\n\n")[0])
     ap.add_argument("--config", action="append", default=[],
                     help="a preset merged over config.yaml (repeatable); none: the embedded default")
     ap.add_argument("--markdown", action="store_true", help=f"rewrite the generated tables in {DOC_PATH.relative_to(REPO_ROOT)}")
@@ -167,7 +167,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     plans = [load_plan(c) for c in args.config] or [load_plan(None)]
     print(settings_table(plans), training_table(plans), sampling_table(plans), sep="\n\n")
     return 0 if all(training_memory(p).fits is not False for p in plans) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

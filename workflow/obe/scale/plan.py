@@ -1,5 +1,5 @@
 """Memory per GPU of a preset's training and sampling jobs, computed from architecture numbers
-and the config (docs/scale.md is this module's output, rendered by ``obe.scale_tables``).
+and the config (docs/scale.md is this module's output, rendered by :mod:`obe.scale.tables`).
 
     python -m obe.scale --config configs/qwen2.5-7b.yaml   # one preset, merged over config.yaml
     python -m obe.scale --markdown                         # rewrites the tables in docs/scale.md
@@ -73,18 +73,17 @@ measured on a GPU here: FRAGMENTATION, RUNTIME_OVERHEAD, the vLLM estimates, the
 saved tensors and the capacities are assumptions or transcriptions, stated as such in
 docs/scale.md.
 
-This module computes; ``obe.scale_tables`` formats its numbers as the tables of docs/scale.md
-and is the command line (``python -m obe.scale`` runs it). This module never imports it.
+This module computes; :mod:`obe.scale.tables` formats its numbers as the tables of docs/scale.md,
+and ``python -m obe.scale`` (:mod:`obe.scale.__main__`) is the command line.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 PRESETS = ("configs/qwen2.5-math-1.5b.yaml", "configs/qwen2.5-7b.yaml", "configs/llama-3.1-8b-instruct.yaml")
 GB = 1e9
 
@@ -512,9 +511,3 @@ def sampling_memory(plan: Plan) -> Optional[dict[str, float]]:
     return vllm_memory(plan.arch, gpu_capacity(plan), plan.sampling_utilization, DTYPE_BYTES[plan.dtype],
                        plan.tensor_parallel, plan.seq_len, max_num_batched_tokens=16384 if big else 8192,
                        max_num_seqs=1024 if big else 256)
-
-
-if __name__ == "__main__":  # python -m obe.scale: the command line is obe.scale_tables'
-    from obe.scale_tables import main
-
-    sys.exit(main())
