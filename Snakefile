@@ -14,7 +14,7 @@ configfile: "config.yaml"
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from obe.core.config import validate_config
 from obe.core.progress import quiet_library_bars
-from obe.core.sources import check_sources
+from obe.sources import check_sources
 from obe.results import record_invocation
 
 validate_config(config)

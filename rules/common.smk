@@ -4,7 +4,7 @@ import os
 import shlex
 import sys
 
-from obe.core.sources import dataset_source  # the Snakefile put workflow/ on sys.path
+from obe.sources import dataset_source  # the Snakefile put workflow/ on sys.path
 from obe.training.config import pipeline_settings, settings_flags
 
 R = f"{config['results_dir']}/{config['experiment']}"
@@ -35,7 +35,7 @@ shell.prefix(
     + wandb_exports() +
     "export OMP_WAIT_POLICY=PASSIVE; set -euo pipefail; "
     # jobs never download: datasets and models come from the cache that `python -m obe.prefetch`
-    # filled, and the Snakefile checked it before any job started (obe.core.sources)
+    # filled, and the Snakefile checked it before any job started (obe.sources)
     "export HF_HUB_OFFLINE=${{HF_HUB_OFFLINE:-1}} HF_DATASETS_OFFLINE=${{HF_DATASETS_OFFLINE:-1}}; "
 )
 
@@ -49,7 +49,7 @@ wildcard_constraints:
 
 
 def dataset_args(name):
-    """obe.data flags for one configured dataset (obe.core.sources: its path, a local mirror, or the hub)."""
+    """obe.data flags for one configured dataset (obe.sources: its path, a local mirror, or the hub)."""
     return " ".join(shlex.quote(a) for a in dataset_source(config, name, Path(workflow.basedir)).args)
 
 

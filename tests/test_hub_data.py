@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from hf_cache import card, parquet_bytes, parquet_card, put_repo
-from obe import hub
+from obe.core import hub
 from obe.core.files import file_sha256
-from obe.core import sources
+from obe import sources
 from obe.core.config import load_config
 from obe.data import main
 from obe.tasks.math_datasets import boxed_answer, math_level

@@ -129,7 +129,7 @@ def test_a_hub_model_trains_from_its_pinned_cached_snapshot(tmp_path, monkeypatc
 
     from hf_cache import put_repo
     from obe.engines.models import local_model
-    from obe.hub import NotFetched
+    from obe.core.hub import NotFetched
 
     assert local_model(str(tmp_path)) == str(tmp_path)
     cache = tmp_path / "hub"

@@ -2,7 +2,7 @@
 
 Each source's row converter (and the gold-answer parsing behind it) lives in
 ``obe.tasks.math_datasets``; this module does what surrounds it: reading local JSONL files line
-by line, or a hub dataset pinned by revision from the Hugging Face cache (``obe.hub``), MATH's
+by line, or a hub dataset pinned by revision from the Hugging Face cache (``obe.core.hub``), MATH's
 ``*_paths.txt`` ids, removing excluded problems (MATH-500 from MATH train), the manifest of
 inputs, hashes and counts, and the CLI. A hub dataset and a local mirror of it (files laid out as
 ``STANDARD`` says) go through the same converter and give the same records. Bad rows are never
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from obe import hub
+from obe.core import hub
 from obe.core.files import file_sha256
 from obe.core.records import Record, write_jsonl
 from obe.core.tracking import add_wandb_args, log_stage_summary

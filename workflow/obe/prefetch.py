@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from obe import hub
+from obe.core import hub
 from obe.core.config import ConfigError, load_config
-from obe.core.sources import base_model_hub, hub_datasets, missing_sources
+from obe.sources import base_model_hub, hub_datasets, missing_sources
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -30,6 +30,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from obe.core.vocabulary import ENGINES
+
 
 class NonFiniteLogits(RuntimeError):
     """A forward pass gave NaN or +inf logits while sampling: the weights have diverged."""
@@ -72,7 +74,6 @@ def unsupported_reason(model) -> Optional[str]:
     return None
 
 
-ENGINES = ("auto", "lean", "hf")
 
 
 def resolve_engine(engine: str, model, device) -> Optional["LeanLM"]:

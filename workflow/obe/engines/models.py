@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from obe.core.records import strict_from_dict
+from obe.core.vocabulary import CHAT_TEMPLATE_MODES, DTYPES  # noqa: F401 (part of this module's API)
 
-CHAT_TEMPLATE_MODES = ("auto", "always", "never")
-DTYPES = ("float32", "float16", "bfloat16", "auto")
 
 
 @dataclass(frozen=True)
@@ -178,7 +177,7 @@ def build_prompts(tokenizer, problems: list[str], cfg: ModelConfig) -> list[str]
 def local_model(name_or_path: str, revision: str | None = None) -> str:
     """A folder holding the model: ``name_or_path`` itself when it is one, else the Hugging Face
     cache's snapshot of that hub model at ``revision`` (downloaded first when the hub is online;
-    offline, :class:`obe.hub.NotFetched` says what to prefetch). Training loads from the folder, so
+    offline, :class:`obe.core.hub.NotFetched` says what to prefetch). Training loads from the folder, so
     every library it hands the model to (transformers, TRL, a colocated vLLM) reads the pinned files."""
     from pathlib import Path
 
@@ -186,7 +185,7 @@ def local_model(name_or_path: str, revision: str | None = None) -> str:
         return name_or_path
     from huggingface_hub import constants, snapshot_download
 
-    from obe import hub
+    from obe.core import hub
 
     if not constants.HF_HUB_OFFLINE:
         return snapshot_download(name_or_path, revision=revision, allow_patterns=hub.MODEL_FILES,

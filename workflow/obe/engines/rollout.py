@@ -27,38 +27,8 @@ from obe.engines.models import render_template
 from obe.core.seeds import derive_seed
 from obe.engines.fastlm import check_finite_logits
 from obe.engines.generation import eos_token_ids
+from obe.training.config import RolloutConfig
 
-
-
-@dataclass(frozen=True)
-class RolloutConfig:
-    """Sampling options of the trainer's rollouts.
-
-    n: samples per question; temperature > 0 (pure sampling, top-k off); top_p in (0, 1];
-    max_new_tokens: completion budget (a sample that hits it is "truncated");
-    prompt_template: text with ``{problem}`` (replaced literally, as :mod:`obe.engines.models`).
-    These defaults are the trainers' (obe.training.config.TrainConfig takes them from here); the
-    sampling stage's budget (obe.engines.generation.SamplingConfig, 512) is for evaluating real
-    models and stays separate.
-    """
-
-    n: int = 8
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 64
-    prompt_template: str = "{problem}\n"
-
-    def __post_init__(self) -> None:
-        if self.n < 1:
-            raise ValueError(f"n must be >= 1, got {self.n}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0 for RL rollouts, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if "{problem}" not in self.prompt_template:
-            raise ValueError(f"prompt_template must contain '{{problem}}': {self.prompt_template!r}")
 
 
 @dataclass

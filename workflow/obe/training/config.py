@@ -3,7 +3,7 @@ the CLI parser built from its fields, and :func:`resolve_config` (YAML file, the
 
 Each default is defined once. The exploration settings take theirs from
 :class:`obe.rl.bonuses.ExplorationConfig`, the loss settings from :class:`obe.rl.loss.LossConfig`
-and the rollout settings from :class:`obe.engines.rollout.RolloutConfig`; the pipeline's rules pass
+and the rollout settings from :class:`RolloutConfig`; the pipeline's rules pass
 every value explicitly (config.yaml), so these defaults only matter for runs by hand.
 """
 
@@ -15,9 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from obe.engines.fastlm import ENGINES
-from obe.engines.models import CHAT_TEMPLATE_MODES, DTYPES
-from obe.engines.rollout import RolloutConfig
+from obe.core.vocabulary import CHAT_TEMPLATE_MODES, DTYPES, ENGINES
 from obe.grading import EXTRACT_MODES
 from obe.rl.advantages import AdvantageConfig
 from obe.rl.bonuses import BONUSES, EXPLORATION_FIELDS, ExplorationConfig, exploration_defaults, exploration_help
@@ -27,6 +25,38 @@ from obe.training.callbacks import canonical_spec
 PROG = "python -m obe.train"
 DESCRIPTION = "RL training stage: GRPO with outcome-based exploration (Song, Kempe & Munos 2025)."
 MASTER_WEIGHTS = ("float32", "model")
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """Sampling options of the trainer's rollouts.
+
+    n: samples per question; temperature > 0 (pure sampling, top-k off); top_p in (0, 1];
+    max_new_tokens: completion budget (a sample that hits it is "truncated");
+    prompt_template: text with ``{problem}`` (replaced literally, as :mod:`obe.engines.models`).
+    These defaults are the trainers' (:class:`TrainConfig` takes them from here); the
+    sampling stage's budget (obe.engines.generation.SamplingConfig, 512) is for evaluating real
+    models and stays separate.
+    """
+
+    n: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    prompt_template: str = "{problem}\n"
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0 for RL rollouts, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if "{problem}" not in self.prompt_template:
+            raise ValueError(f"prompt_template must contain '{{problem}}': {self.prompt_template!r}")
+
+
 
 _EXPLORE = exploration_defaults()
 
@@ -56,7 +86,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 0
     lr_schedule: str = "constant"
-    # the rollout settings: defaults defined once, by obe.engines.rollout.RolloutConfig
+    # the rollout settings: defaults defined once, by RolloutConfig
     max_new_tokens: int = RolloutConfig.max_new_tokens
     temperature: float = RolloutConfig.temperature
     top_p: float = RolloutConfig.top_p

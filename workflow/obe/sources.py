@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from obe.core.config import ConfigError
-from obe.hub import MODEL_FILES, MODEL_IGNORE, HubDataset, cached_snapshot, hub_cache, jobs_offline
+from obe.core.hub import MODEL_FILES, MODEL_IGNORE, HubDataset, cached_snapshot, hub_cache, jobs_offline
 
 DATA_DIR_VARIABLE = "OBE_DATA_DIR"
 
