@@ -716,3 +716,17 @@ def test_colocated_vllm_rollouts_follow_the_run_seed():
     assert seed_of[0, 0, 1] != seed_of[1, 0, 1]  # another run seed, other rollouts
     assert seed_of[0, 0, 1] != seed_of[0, 1, 1]  # another rank (tp 1), another stream
     assert seed_of[0, 0, 2] == seed_of[0, 1, 2]  # one tensor-parallel group, one stream
+
+
+def test_vllm_settings_reach_grpoconfig_and_server_mode_is_refused(setup, tmp_path):
+    """The importance-sampling correction is a setting of ours passed to TRL (on or off, never
+    TRL's silent default); vLLM server mode, which nothing here starts, is refused with the reason."""
+    cfg = make_cfg(setup, tmp_path / "o")
+    for on in (True, False):
+        args = trl_trainer.grpo_args(cfg, {**EXTRA, "vllm": "colocate", "vllm_importance_sampling_correction": on}, 1)
+        assert args.use_vllm and args.vllm_mode == "colocate" and args.vllm_importance_sampling_correction is on
+    with pytest.raises(SystemExit, match="server mode needs a `trl vllm-serve` process"):
+        trl_trainer.grpo_args(cfg, {**EXTRA, "vllm": "server"}, 1)
+    cfg2, extra, _ = trl_backend.parse(["--model", "m", "--train-data", "t", "--out", str(tmp_path / "o2"),
+                                        "--vllm", "colocate", "--no-vllm-importance-sampling-correction", "--n", "4"])
+    assert extra["vllm_importance_sampling_correction"] is False and cfg2.n == 4
