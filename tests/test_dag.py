@@ -140,7 +140,7 @@ def test_nothing_to_do_after_a_run(smoke_run):
 def test_editing_one_coefficient_reruns_only_that_method(smoke_run, tmp_path):
     jobs = _plan(smoke_run, override={"methods": {"batch": {"coef": 0.5}}}, tmp_path=tmp_path)
     # Only batch__s0 retrains (grpo__s0 does not), then its samples at steps 2 and 4 are
-    # regraded and re-evaluated (and logged to its W    # regraded and re-evaluated, and the analysis and report are rebuilt.B run), and the analysis and report are rebuilt.
+    # regraded and re-evaluated (and logged to W&B), and the analysis and report are rebuilt.
     assert jobs == {"train": 1, "sample": 2, "grade": 2, "evaluate": 2, "log_evals": 1, "analysis": 1, "report": 1, "all": 1}
 
 
