@@ -313,12 +313,13 @@ def outputs(tree: Path) -> dict:
     """A run's results: metrics without timings, rollouts, the last checkpoint's count table, weights."""
     from safetensors.torch import load_file
 
-    from obe.engines.trl_trainer import latest_checkpoint, read_state
     from obe.training.metrics import TIMING_KEYS
 
     folder = tree / "results" / "smoke" / "train" / RUN
     rows = lambda name: [json.loads(x) for x in (folder / name).read_text().splitlines()]  # noqa: E731
-    state = read_state(latest_checkpoint(folder / "checkpoints"))
+    # the last checkpoint of a finished run (the trl backend's checkpoints/checkpoint-N/obe_state.json)
+    done = [p for p in (folder / "checkpoints").glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
+    state = json.loads((max(done, key=lambda p: int(p.name.split("-")[1])) / "obe_state.json").read_text())
     return {
         "metrics": [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows("metrics.jsonl")],
         "rollouts": rows("rollouts.jsonl"),
