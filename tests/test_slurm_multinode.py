@@ -278,7 +278,9 @@ def runs(tmp_path_factory):
                         proc.kill()
                         proc.wait()
         elapsed = time.monotonic() - started
-        report = "\n".join(f"--- {n} (rc {p.returncode}) ---\n{tail(logs[n], 80)}" for n, p in procs.items())
+        report = "\n".join(f"--- {n} (rc {p.returncode}) ---\n{tail(logs[n], 40)}\n--- {n}: the train rule's log ---\n"
+                           f"{tail(trees[n] / 'results' / 'smoke' / 'logs' / 'train' / f'{RUN}.log', 60)}"
+                           for n, p in procs.items())
         assert killed is not None, f"the runs took over {RUN_TIMEOUT_S} s and were stopped\n{report}\n{cluster.logs(15)}"
         assert all(p.returncode == 0 for p in procs.values()), f"{report}\n{cluster.logs(20)}"
         jobs = scontrol_jobs(cluster)
