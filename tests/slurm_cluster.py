@@ -19,6 +19,10 @@ finished jobs visible to squeue and `scontrol show job`.
         subprocess.run(["sbatch", "--wrap", "true"], env=cluster.env)
 
 `missing_slurm()` says why such a cluster cannot start here (None when it can).
+
+The nodes are what `nodes`, `controller_addr`, `node_addresses` and `start_nodes` say (this
+host alone here); tests/node_network.py's `MultiNodeSlurmCluster` overrides them for several
+nodes, each in its own network namespace.
 """
 
 from __future__ import annotations
