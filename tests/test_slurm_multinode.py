@@ -47,7 +47,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from node_network import MultiNodeSlurmCluster, missing_netns
+from node_network import MultiNodeSlurmCluster, NodeNetwork, missing_netns
 from slurm_cluster import missing_slurm
 from test_slurm import TEST_CLUSTER_ARGS, copy_tree, run_env, scontrol_jobs, snakemake_cmd, tail
 
@@ -216,6 +216,31 @@ def test_node_rank_rendezvous_and_unreachable_head(tmp_path):
 
 
 # --- the real two-node cluster -----------------------------------------------------------------
+
+
+def test_what_a_killed_test_left_behind_is_swept():
+    """A test process killed with SIGKILL cannot clean up: the next cluster start removes the
+    namespaces and bridges whose names carry a pid that no longer runs, and only those."""
+    reason = missing_netns()
+    if reason:
+        pytest.skip(reason)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    mine = NodeNetwork(["obenode1"], Path("/nonexistent"))  # this process's names: alive, kept
+    stale = [f"obe{dead.pid:x}n1", f"obe{dead.pid:x}br"]
+    try:
+        subprocess.run(["ip", "netns", "add", stale[0]], check=True)
+        subprocess.run(["ip", "link", "add", stale[1], "type", "bridge"], check=True)
+        subprocess.run(["ip", "link", "add", mine.bridge, "type", "bridge"], check=True)
+        assert sorted(NodeNetwork.sweep_stale()) == sorted(stale)
+        assert not set(stale) & set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
+        assert subprocess.run(["ip", "link", "show", stale[1]], capture_output=True).returncode != 0
+        assert subprocess.run(["ip", "link", "show", mine.bridge], capture_output=True).returncode == 0
+    finally:
+        subprocess.run(["ip", "netns", "del", stale[0]], capture_output=True)
+        for link in (stale[1], mine.bridge):
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
+
 
 # Each run's config over the smoke preset (the trl backend in all; the rest per variant).
 VARIANTS = {
