@@ -4,7 +4,7 @@ import os
 import shlex
 import sys
 
-from obe.core.config import load_schema  # the Snakefile put workflow/ on sys.path
+from obe.core.config import cpu_processes_per_node, load_schema  # the Snakefile put workflow/ on sys.path
 
 R = f"{config['results_dir']}/{config['experiment']}"
 TEST_SETS = [name for name, ds in config["data"]["test"].items() if ds is not None]
@@ -198,12 +198,12 @@ def train_module():
 
 def train_world():
     """(nodes, processes per node) of a training job: hardware.nodes, and one process per GPU of
-    the job (resources.train.gpus, per node) or, without GPUs, hardware.cpu_processes (gloo on
-    CPU). obe.train is always (1, 1); validation (obe.core.config) refuses anything else for it."""
+    the job (resources.train.gpus, per node) or, without GPUs, obe.core.config.cpu_processes_per_node
+    (gloo on CPU). obe.train is always (1, 1); validation refuses anything else for it."""
     if train_module() == "obe.train":
         return 1, 1
     hw = config.get("hardware") or {}
-    return hw.get("nodes", 1), job_resources("train")["gpus"] or hw.get("cpu_processes", 1)
+    return hw.get("nodes", 1), job_resources("train")["gpus"] or cpu_processes_per_node(config)
 
 
 def train_launch():
@@ -228,7 +228,8 @@ def train_launch():
                   lora.get("dropout", 0.05), "--lora-target-modules", lora.get("target_modules", "all-linear")]
     flags = " ".join(shlex.quote(str(f)) for f in flags)
     nodes, procs = train_world()
-    name = ACCELERATE_CONFIGS[hw.get("sharding", "none")] if gpus else "cpu.yaml"
+    # CPU processes stand in for GPUs under the same accelerate config (hardware.cpu_processes)
+    name = ACCELERATE_CONFIGS[hw.get("sharding", "none")] if gpus or hw.get("cpu_processes") else "cpu.yaml"
     launch = ["--config_file", str(folder / name)]
     # accelerate starts several processes only through torchrun, which it runs for a config
     # with a distributed type; cpu.yaml and one_gpu.yaml have none, so --multi_gpu asks for
@@ -277,17 +278,14 @@ def rule_resources(rule):
 
 
 def train_slurm_resources(r):
-    """What a training job of several processes asks Slurm for, beyond rule_resources' own.
-    CPU processes: `threads` CPUs each (`cpus_per_task`, the plugin's --cpus-per-task). Several
-    nodes (hardware.nodes): sbatch --nodes=N --ntasks=N (one launcher per node) and, with GPUs,
-    --gres=gpu:G (G per node, where --gpus would count the whole job's); `mpi` makes the plugin
-    run the rule's command in the batch step on the first node, outside any job step, so that
-    slurm/trl_multinode.sh's srun can start its step over every node (tasks_per_gpu: 0 keeps
-    the plugin from turning `tasks` into --ntasks-per-gpu)."""
-    nodes, procs = train_world()
+    """What a training job of several nodes (hardware.nodes) asks Slurm for, beyond
+    rule_resources' own: sbatch --nodes=N --ntasks=N (one launcher per node; `threads` stays the
+    CPUs of each node's task) and, with GPUs, --gres=gpu:G (G per node, where --gpus would count
+    the whole job's); `mpi` makes the plugin run the rule's command in the batch step on the
+    first node, outside any job step, so that slurm/trl_multinode.sh's srun can start its step
+    over every node (tasks_per_gpu: 0 keeps the plugin from turning `tasks` into --ntasks-per-gpu)."""
+    nodes, _ = train_world()
     extra = {}
-    if not r["gpus"] and procs > 1:
-        extra["cpus_per_task"] = r["threads"] * procs
     if nodes > 1:
         extra.update(nodes=nodes, mpi="srun", tasks=nodes, tasks_per_gpu=0)
         if r["gpus"]:

@@ -13,7 +13,7 @@ Slurm or namespaces are not available), the smoke config's training job of the t
 times at once, each in a copy of the repository whose data and base model were made once,
 locally:
 
-  one    1 node  x 2 CPU processes      hardware.cpu_processes: 2 (cpu.yaml, DDP over gloo)
+  one    1 node  x 2 CPU processes      hardware.cpu_processes: 2 (one_gpu.yaml + --multi_gpu: DDP over gloo)
   two    2 nodes x 1 process per GPU    gpus_per_job: 1, hardware.nodes: 2: --gres=gpu:1 per node
                                         (the cluster's GPUs are /dev/null stand-ins; device: cpu)
   kill   2 nodes x 1 CPU process        hardware.nodes: 2; tests/seams.py's HoldAfterStep holds the
@@ -80,6 +80,8 @@ TRL = {"train": {"backend": "trl"}}
     # smoke: 4 questions x 4 samples = 16 rollouts per step
     ({**TRL, "hardware": {"nodes": 3}}, r"hardware\.nodes: the world size 3 = 3 node\(s\) \(hardware\.nodes\) x 1 CPU "
                                         r"process\(es\) per node \(hardware\.cpu_processes\) does not divide the 16 rollouts"),
+    # CPU processes are capped by hardware.gpus, the GPUs per node they stand in for: 4 -> 1
+    ({**TRL, "hardware": {"nodes": 3, "cpu_processes": 4, "gpus": 1}}, r"the world size 3 = 3 node\(s\)"),
     ({**TRL, "hardware": {"nodes": 2}, "resources": {"train": {"gpus": 3}}},
      r"world size 6 = 2 node\(s\) \(hardware\.nodes\) x 3 GPU\(s\) per node \(resources\.train\.gpus / gpus_per_job\)"),
     ({"train": {"backend": "trl", "micro_batch": 3}, "hardware": {"nodes": 2}},
@@ -95,6 +97,7 @@ def test_layouts_that_cannot_launch_are_refused_with_the_keys(overlay, error):
 
 
 def test_layouts_that_launch_are_accepted():
+    validate_config(merged({"hardware": {"cpu_processes": None, "nodes": 1}}))  # unset, as for obe.train
     validate_config(merged(TRL, {"hardware": {"nodes": 2, "cpu_processes": 2}}))
     validate_config(merged(TRL, {"hardware": {"nodes": 4}, "gpus_per_job": 2}))
     validate_config(merged(TRL, {"hardware": {"nodes": 2, "colocate_vllm": 0.3}, "gpus_per_job": 4,
@@ -131,10 +134,15 @@ def test_train_rule_asks_for_the_nodes_and_the_gpus_of_each(tmp_path):
 
 
 def test_cpu_processes_on_one_node_launch_ddp_on_a_free_port(tmp_path):
+    """CPU processes stand in for GPUs under the accelerate config of hardware.sharding (none:
+    one_gpu.yaml, which starts several processes only with --multi_gpu), on a port the OS picks."""
     res, command = train_job(tmp_path, {**TRL, "hardware": {"cpu_processes": 2}})
-    assert res["cpus_per_task"] == "2" and "nodes" not in res  # threads (1) CPUs per process
-    assert " --multi_gpu --num_processes 2 --main_process_port 0 -m obe.engines.trl_backend" in command
-    assert "configs/accelerate/cpu.yaml" in command
+    assert "nodes" not in res and res["gpu"] == "0"
+    assert "configs/accelerate/one_gpu.yaml --multi_gpu --num_processes 2 --main_process_port 0 " \
+           "-m obe.engines.trl_backend" in command
+    # at most hardware.gpus of them (the GPUs they stand in for), and one process needs no torchrun
+    _, command = train_job(tmp_path, {**TRL, "hardware": {"cpu_processes": 2, "gpus": 1}})
+    assert "one_gpu.yaml -m obe.engines.trl_backend" in command  # the config's own num_processes: 1
 
 
 # --- the launcher, with stub Slurm commands --------------------------------------------------
@@ -387,7 +395,7 @@ def test_one_node_and_two_nodes_train_the_same(runs):
     one, two = jobs["one"], jobs["two"]
     # only the train job went through Slurm; what it asked for became its allocation
     assert len(one) == len(two) == 1 and all(j["Comment"].startswith("rule_train") for j in one + two), (one, two)
-    assert (one[0]["NumNodes"], one[0]["NumTasks"], one[0]["CPUs/Task"]) == ("1", "1", "2"), one
+    assert (one[0]["NumNodes"], one[0]["NumTasks"]) == ("1", "1"), one
     assert (two[0]["NumNodes"], two[0]["NumTasks"], two[0]["NodeList"]) == ("2", "2", "obenode[1-2]"), two
     assert "gres:gpu:1" in two[0].get("TresPerNode", ""), two  # one GPU on each node
     assert all(j["JobState"] == "COMPLETED" for j in one + two)

@@ -79,7 +79,7 @@ def validate_config(config: Mapping[str, Any]) -> None:
     hw = config.get("hardware") or {}
     if config["train"].get("backend", "obe") == "obe":
         for key, off in (("sharding", "none"), ("colocate_vllm", None), ("nodes", 1), ("cpu_processes", 1)):
-            if hw.get(key, off) != off:
+            if hw.get(key) not in (None, off):
                 raise ConfigError(f"config error at hardware.{key}: {hw[key]!r} needs train.backend: trl "
                                   f"(obe.train is one process without vLLM); set train.backend: trl or "
                                   f"hardware.{key}: {off if off is not None else 'null'}")
@@ -87,14 +87,22 @@ def validate_config(config: Mapping[str, Any]) -> None:
         _check_world(config, hw)
 
 
+def cpu_processes_per_node(config: Mapping[str, Any]) -> int:
+    """Training processes per node without GPUs (trl backend): hardware.cpu_processes, at most
+    hardware.gpus (the GPUs per node they stand in for, when given); 1 when unset."""
+    hw = config.get("hardware") or {}
+    wanted = hw.get("cpu_processes") or 1
+    return max(1, min(wanted, hw.get("gpus") or wanted))
+
+
 def _check_world(config: Mapping[str, Any], hw: Mapping[str, Any]) -> None:
     """The trl backend's process layout can launch: hardware.nodes x (GPUs or CPU processes per
     node) ranks that split the batch evenly, and vLLM engines that fit within a node."""
     train, res = config["train"], (config.get("resources") or {}).get("train") or {}
     gpus = config.get("gpus_per_job", 0) if res.get("gpus") is None else res["gpus"]
-    nodes, cpu_procs = hw.get("nodes", 1), hw.get("cpu_processes", 1)
-    if gpus and cpu_procs > 1:
-        raise ConfigError(f"config error at hardware.cpu_processes: {cpu_procs} applies to training without GPUs, "
+    nodes, cpu_procs = hw.get("nodes", 1), cpu_processes_per_node(config)
+    if gpus and (hw.get("cpu_processes") or 1) > 1:
+        raise ConfigError(f"config error at hardware.cpu_processes: {hw['cpu_processes']} applies to training without GPUs, "
                           f"but the train job has {gpus} GPU(s) per node (resources.train.gpus / gpus_per_job), "
                           "which start one process each; remove hardware.cpu_processes")
     per_node = gpus or cpu_procs
