@@ -58,7 +58,14 @@ def missing_netns() -> str | None:
     res = _ip("netns", "add", probe, check=False)
     if res.returncode != 0:
         return f"cannot create a network namespace here (ip netns add: {res.stderr.strip()})"
-    _ip("netns", "del", probe, check=False)
+    try:  # what run_in does: enter it, own hostname, a bind mount in a private mount namespace
+        res = subprocess.run([which("nsenter"), f"--net=/run/netns/{probe}", which("unshare"), "--uts", "--mount", "--",
+                              "sh", "-c", "mount --bind /etc/hosts /etc/hosts && hostname obeprobe"],
+                             capture_output=True, text=True, timeout=30)
+    finally:
+        _ip("netns", "del", probe, check=False)
+    if res.returncode != 0:
+        return f"cannot enter a network namespace with its own hostname and mounts here: {res.stderr.strip()}"
     return None
 
 
