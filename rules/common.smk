@@ -4,7 +4,8 @@ import os
 import shlex
 import sys
 
-from obe.sources import dataset_source  # the Snakefile put workflow/ on sys.path
+from obe.core.config import cpu_processes_per_node  # the Snakefile put workflow/ on sys.path
+from obe.sources import dataset_source
 from obe.training.config import pipeline_settings, settings_flags
 
 R = f"{config['results_dir']}/{config['experiment']}"
@@ -154,11 +155,21 @@ def train_module():
     return {"obe": "obe.train", "trl": "obe.engines.trl_backend"}[config["train"].get("backend", "obe")]
 
 
+def train_world():
+    """(nodes, processes per node) of a training job: hardware.nodes, and one process per GPU of
+    the job (resources.train.gpus, per node) or, without GPUs, obe.core.config.cpu_processes_per_node
+    (gloo on CPU). obe.train is always (1, 1); validation refuses anything else for it."""
+    if train_module() == "obe.train":
+        return 1, 1
+    hw = config.get("hardware") or {}
+    return hw.get("nodes", 1), job_resources("train")["gpus"] or cpu_processes_per_node(config)
+
+
 def train_launch():
     """The command that starts the trainer, up to its flags. obe: `python -m obe.train`. trl:
     `accelerate launch` with configs/accelerate/<file of hardware.sharding> over the job's GPUs
-    (cpu.yaml, one process, without GPUs), slurm/trl_multinode.sh when hardware.nodes > 1, plus
-    the TRL-only flags: vLLM colocate when hardware.colocate_vllm is set (with
+    (cpu.yaml without GPUs), slurm/trl_multinode.sh (one launcher per node) when hardware.nodes
+    > 1, plus the TRL-only flags: vLLM colocate when hardware.colocate_vllm is set (with
     train.vllm_importance_sampling_correction), LoRA from train.lora."""
     if train_module() == "obe.train":
         return "python -m obe.train"
@@ -177,14 +188,25 @@ def train_launch():
         flags += ["--lora-r", lora["r"], "--lora-alpha", lora.get("alpha", 32), "--lora-dropout",
                   lora.get("dropout", 0.05), "--lora-target-modules", lora.get("target_modules", "all-linear")]
     flags = " ".join(shlex.quote(str(f)) for f in flags)
-    if not gpus:
-        return f"python -m accelerate.commands.launch --config_file {folder / 'cpu.yaml'} -m obe.engines.trl_backend {flags}"
-    cfg_file = shlex.quote(str(folder / ACCELERATE_CONFIGS[hw.get("sharding", "none")]))
-    nodes = hw.get("nodes", 1)
+    nodes, procs = train_world()
+    # CPU processes stand in for GPUs under the same accelerate config (hardware.cpu_processes)
+    name = ACCELERATE_CONFIGS[hw.get("sharding", "none")] if gpus or hw.get("cpu_processes") else "cpu.yaml"
+    launch = ["--config_file", str(folder / name)]
+    # accelerate starts several processes only through torchrun, which it runs for a config
+    # with a distributed type; cpu.yaml and one_gpu.yaml have none, so --multi_gpu asks for
+    # torchrun (DDP; on CPU with gloo). Never with fsdp.yaml or zero3.yaml: the flag would
+    # override their distributed type.
+    if nodes * procs > 1 and name in ("cpu.yaml", "one_gpu.yaml"):
+        launch.append("--multi_gpu")
     if nodes > 1:
-        return f"{shlex.quote(str(Path(workflow.basedir) / 'slurm' / 'trl_multinode.sh'))} {cfg_file} {gpus} {flags}"
-    return (f"python -m accelerate.commands.launch --config_file {cfg_file} --num_processes {gpus}"
-            f" -m obe.engines.trl_backend {flags}")
+        script = Path(workflow.basedir) / "slurm" / "trl_multinode.sh"
+        return " ".join(shlex.quote(str(a)) for a in (script, procs, *launch, "--")) + f" {flags}"
+    if gpus or procs > 1:
+        launch += ["--num_processes", procs]
+    if procs > 1:  # a free port from the OS: two jobs on one node must not both take 29500
+        launch += ["--main_process_port", 0]
+    launch = " ".join(shlex.quote(str(a)) for a in launch)
+    return f"python -m accelerate.commands.launch {launch} -m obe.engines.trl_backend {flags}"
 
 
 def job_resources(rule):
@@ -206,11 +228,30 @@ def rule_resources(rule):
     `retries`) comes back with more time; sampling and training resume where they stopped.
     `gpu` is the resource snakemake-executor-plugin-slurm turns into --gpus."""
     r = job_resources(rule)
-    return {
+    resources = {
         "mem_mb": r["mem_mb"],
         "runtime": lambda wildcards, attempt: r["runtime"] * attempt,
         "gpu": r["gpus"],
     }
+    if rule == "train":
+        resources.update(train_slurm_resources(r))
+    return resources
+
+
+def train_slurm_resources(r):
+    """What a training job of several nodes (hardware.nodes) asks Slurm for, beyond
+    rule_resources' own: sbatch --nodes=N --ntasks=N (one launcher per node; `threads` stays the
+    CPUs of each node's task) and, with GPUs, --gres=gpu:G (G per node, where --gpus would count
+    the whole job's); `mpi` makes the plugin run the rule's command in the batch step on the
+    first node, outside any job step, so that slurm/trl_multinode.sh's srun can start its step
+    over every node (tasks_per_gpu: 0 keeps the plugin from turning `tasks` into --ntasks-per-gpu)."""
+    nodes, _ = train_world()
+    extra = {}
+    if nodes > 1:
+        extra.update(nodes=nodes, mpi="srun", tasks=nodes, tasks_per_gpu=0)
+        if r["gpus"]:
+            extra.update(gpu=0, gres=f"gpu:{r['gpus']}")
+    return extra
 
 
 def trained_runs():

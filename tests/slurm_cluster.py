@@ -19,6 +19,10 @@ finished jobs visible to squeue and `scontrol show job`.
         subprocess.run(["sbatch", "--wrap", "true"], env=cluster.env)
 
 `missing_slurm()` says why such a cluster cannot start here (None when it can).
+
+The nodes are what `nodes`, `controller_addr`, `node_addresses` and `start_nodes` say (this
+host alone here); tests/node_network.py's `MultiNodeSlurmCluster` overrides them for several
+nodes, each in its own network namespace.
 """
 
 from __future__ import annotations
@@ -136,9 +140,9 @@ class SlurmCluster:
         r = self.root
         gres = f" Gres=gpu:{self.gpus}" if self.gpus else ""
         self.conf.write_text(
-            "# Written by tests/slurm_cluster.py: a throw-away single-node cluster.\n"
+            "# Written by tests/slurm_cluster.py: a throw-away test cluster.\n"
             "ClusterName=obetest\n"
-            f"SlurmctldHost={self.hostname}(127.0.0.1)\n"
+            f"SlurmctldHost={self.hostname}({self.controller_addr})\n"
             f"SlurmctldPort={ctld_port}\n"
             f"SlurmdPort={slurmd_port}\n"
             "SlurmUser=root\n"
@@ -147,11 +151,12 @@ class SlurmCluster:
             "CredType=cred/munge\n"
             f"AuthInfo=socket={self.munge_socket}\n"
             f"StateSaveLocation={r / 'state'}\n"
-            f"SlurmdSpoolDir={r / 'spool'}\n"
             f"SlurmctldPidFile={r / 'run' / 'slurmctld.pid'}\n"
-            f"SlurmdPidFile={r / 'run' / 'slurmd.pid'}\n"
             f"SlurmctldLogFile={self.log_dir / 'slurmctld.log'}\n"
-            f"SlurmdLogFile={self.log_dir / 'slurmd.log'}\n"
+            # %n: the node's name, so that every slurmd of a multi-node cluster has its own
+            f"SlurmdSpoolDir={r / 'spool' / self.slurmd_file}\n"
+            f"SlurmdPidFile={r / 'run' / self.slurmd_file}.pid\n"
+            f"SlurmdLogFile={self.log_dir / self.slurmd_file}.log\n"
             "SlurmctldDebug=info\n"
             "SlurmdDebug=info\n"
             # no systemd, no cgroups in a container: plain process tracking, no task binding
@@ -182,32 +187,61 @@ class SlurmCluster:
             "OverTimeLimit=0\n"
             "KillWait=5\n"
             "GresTypes=gpu\n"
-            f"NodeName={self.node} NodeHostname={self.hostname} NodeAddr=127.0.0.1"
-            f" CPUs={self.cpus} RealMemory={self.real_memory_mb}{gres} State=UNKNOWN\n"
-            f"PartitionName={self.partition} Nodes={self.node} Default=YES"
+            + "".join(
+                f"NodeName={name} NodeHostname={host} NodeAddr={addr} CPUs={self.cpus}"
+                f" RealMemory={self.real_memory_mb}{gres} State=UNKNOWN\n"
+                for name, (host, addr) in self.node_addresses().items()
+            )
+            + f"PartitionName={self.partition} Nodes={','.join(self.nodes)} Default=YES"
             " MaxTime=INFINITE State=UP\n"
         )
         # Harmless character devices stand in for GPU device files on a machine without GPUs
         # (slurmd wants one existing file per GPU; jobs see CUDA_VISIBLE_DEVICES=0,1,...).
         (self.conf.parent / "gres.conf").write_text(
-            "".join(f"NodeName={self.node} Name=gpu File={dev}\n" for dev in FAKE_GPU_FILES[: self.gpus])
+            "".join(f"NodeName={name} Name=gpu File={dev}\n"
+                    for name in self.nodes for dev in FAKE_GPU_FILES[: self.gpus])
         )
         # Not used by linuxproc/task-none (no cgroups, no systemd in a container); written so
         # that no daemon falls back to /etc/slurm/cgroup.conf.
         (self.conf.parent / "cgroup.conf").write_text("CgroupPlugin=autodetect\nIgnoreSystemd=yes\n")
-        # Inside a job, Snakemake's slurm-jobstep executor runs the rule with `srun` after
-        # dropping every SLURM_* variable, SLURM_CONF included. A real cluster's srun then
-        # reads /etc/slurm/slurm.conf (or a configless slurmd's copy); this cluster lives
-        # outside /etc, so srun is reached through a shim that puts SLURM_CONF back.
-        srun = which("srun")
-        if srun:
-            shim = self.bin_dir / "srun"
-            shim.write_text(
-                "#!/bin/sh\n# tests/slurm_cluster.py: srun for the test cluster (see write_config)\n"
-                f"SLURM_CONF={shlex.quote(str(self.conf))}\nexport SLURM_CONF\n"
-                f"exec {shlex.quote(srun)} \"$@\"\n"
-            )
-            shim.chmod(0o755)
+        # Inside a job, Snakemake's slurm-jobstep executor runs the rule (with `srun`, or
+        # directly for an `mpi` job) after dropping every SLURM_* variable, SLURM_CONF
+        # included. A real cluster's clients then read /etc/slurm/slurm.conf (or a configless
+        # slurmd's copy); this cluster lives outside /etc, so the clients a job calls (srun,
+        # and scontrol in slurm/trl_multinode.sh) are reached through shims that put
+        # SLURM_CONF back.
+        for name in ("srun", "scontrol"):
+            real = which(name)
+            if real:
+                shim = self.bin_dir / name
+                shim.write_text(
+                    f"#!/bin/sh\n# tests/slurm_cluster.py: {name} for the test cluster (see write_config)\n"
+                    f"SLURM_CONF={shlex.quote(str(self.conf))}\nexport SLURM_CONF\n"
+                    f"exec {shlex.quote(real)} \"$@\"\n"
+                )
+                shim.chmod(0o755)
+
+    # the nodes: one on this host here; tests/node_network.py's cluster overrides these --------
+    @property
+    def nodes(self) -> list[str]:
+        return [self.node]
+
+    @property
+    def controller_addr(self) -> str:
+        """The address slurmctld is reached at (by the nodes and the client commands)."""
+        return "127.0.0.1"
+
+    # slurmd's spool folder, PID file and log file name (the single node's: no %n needed)
+    slurmd_file = "slurmd"
+
+    def node_addresses(self) -> dict[str, tuple[str, str]]:
+        """Node name -> (NodeHostname, NodeAddr)."""
+        return {self.node: (self.hostname, "127.0.0.1")}
+
+    def start_nodes(self, timeout: float) -> None:
+        """Start the slurmd of every node and wait until each is idle."""
+        self._spawn("slurmd", [which("slurmd"), "-D", "-N", self.node, "-f", str(self.conf)])
+        self._wait(f"node {self.node} to be idle", self._nodes_idle, timeout, DAEMONS)
 
     # processes -----------------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str]) -> None:
@@ -268,19 +302,28 @@ class SlurmCluster:
             self._spawn("slurmctld", [which("slurmctld"), "-D", "-i", "-f", str(self.conf)])
             self._wait("slurmctld", lambda: self._ok("scontrol", "ping") is not None
                        and "UP" in (self._ok("scontrol", "ping") or ""), timeout, ("munged", "slurmctld"))
-            self._spawn("slurmd", [which("slurmd"), "-D", "-N", self.node, "-f", str(self.conf)])
-            self._wait(f"node {self.node} to be idle", self._node_idle, timeout, DAEMONS)
+            self.start_nodes(timeout)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _node_idle(self) -> bool:
-        out = self._ok("sinfo", "--noheader", "--Node", "--nodes", self.node, "--format=%T")
-        return out is not None and out.strip().rstrip("*~#$@+") == "idle"
+    def _nodes_idle(self) -> bool:
+        out = self._ok("sinfo", "--noheader", "--Node", "--nodes", ",".join(self.nodes), "--format=%N %T")
+        if out is None:
+            return False
+        states = dict(line.split() for line in out.splitlines() if line.strip())
+        return all(states.get(node, "").rstrip("*~#$@+") == "idle" for node in self.nodes)
 
     def stop(self, timeout: float = 20) -> None:
         """Cancel every job of this cluster, then stop slurmd, slurmctld and munged."""
+        self.cancel_jobs(timeout)
+        slurmds = [name for name in self.procs if name.startswith("slurmd")]
+        for name in (*slurmds, "slurmctld", "munged"):
+            self._stop_daemon(name, timeout)
+
+    def cancel_jobs(self, timeout: float = 20) -> None:
+        """Cancel every job of this cluster and wait (up to `timeout`) until none is left."""
         if self.procs.get("slurmctld") and self.procs["slurmctld"].poll() is None:
             if self._ok("scancel", "--partition", self.partition) is not None:
                 deadline = time.monotonic() + timeout
@@ -290,10 +333,10 @@ class SlurmCluster:
                     if not out or not out.strip():
                         break
                     time.sleep(0.5)
-        for name in ("slurmd", "slurmctld", "munged"):
-            proc = self.procs.pop(name, None)
-            if proc is None:
-                continue
+
+    def _stop_daemon(self, name: str, timeout: float) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is not None:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
@@ -301,16 +344,16 @@ class SlurmCluster:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=timeout)
-            # slurmd/slurmctld write PID files: make sure no daemon of ours outlives stop()
-            pid_file = self.root / "run" / f"{name}.pid"
-            try:
-                pid = int(pid_file.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid != proc.pid and _alive(pid):
-                cmdline = Path(f"/proc/{pid}/cmdline")
-                if cmdline.exists() and str(self.conf) in cmdline.read_bytes().decode(errors="replace"):
-                    os.kill(pid, signal.SIGKILL)
+        # slurmd/slurmctld write PID files: make sure no daemon of ours outlives stop()
+        pid_file = self.root / "run" / f"{name}.pid"
+        try:
+            pid = int(pid_file.read_text().strip() or 0)
+        except (OSError, ValueError):
+            pid = 0
+        if pid and (proc is None or pid != proc.pid) and _alive(pid):
+            cmdline = Path(f"/proc/{pid}/cmdline")
+            if cmdline.exists() and str(self.conf) in cmdline.read_bytes().decode(errors="replace"):
+                os.kill(pid, signal.SIGKILL)
 
     def running(self) -> bool:
         return bool(self.procs) and all(p.poll() is None for p in self.procs.values())

@@ -89,11 +89,51 @@ def validate_config(config: Mapping[str, Any]) -> None:
     # them and run out of memory where docs/scale.md counted on them.
     hw = config.get("hardware") or {}
     if config["train"].get("backend", "obe") == "obe":
-        for key, off in (("sharding", "none"), ("colocate_vllm", None)):
-            if hw.get(key, off) != off:
+        for key, off in (("sharding", "none"), ("colocate_vllm", None), ("nodes", 1), ("cpu_processes", 1)):
+            if hw.get(key) not in (None, off):
                 raise ConfigError(f"config error at hardware.{key}: {hw[key]!r} needs train.backend: trl "
                                   f"(obe.train is one process without vLLM); set train.backend: trl or "
                                   f"hardware.{key}: {off if off is not None else 'null'}")
+    else:
+        _check_world(config, hw)
+
+
+def cpu_processes_per_node(config: Mapping[str, Any]) -> int:
+    """Training processes per node without GPUs (trl backend): hardware.cpu_processes, at most
+    hardware.gpus (the GPUs per node they stand in for, when given); 1 when unset."""
+    hw = config.get("hardware") or {}
+    wanted = hw.get("cpu_processes") or 1
+    return max(1, min(wanted, hw.get("gpus") or wanted))
+
+
+def _check_world(config: Mapping[str, Any], hw: Mapping[str, Any]) -> None:
+    """The trl backend's process layout can launch: hardware.nodes x (GPUs or CPU processes per
+    node) ranks that split the batch evenly, and vLLM engines that fit within a node."""
+    train, res = config["train"], (config.get("resources") or {}).get("train") or {}
+    gpus = config.get("gpus_per_job", 0) if res.get("gpus") is None else res["gpus"]
+    nodes, cpu_procs = hw.get("nodes", 1), cpu_processes_per_node(config)
+    if gpus and (hw.get("cpu_processes") or 1) > 1:
+        raise ConfigError(f"config error at hardware.cpu_processes: {hw['cpu_processes']} applies to training without GPUs, "
+                          f"but the train job has {gpus} GPU(s) per node (resources.train.gpus / gpus_per_job), "
+                          "which start one process each; remove hardware.cpu_processes")
+    per_node = gpus or cpu_procs
+    world = nodes * per_node
+    what = f"{per_node} GPU(s) per node (resources.train.gpus / gpus_per_job)" if gpus else \
+        f"{per_node} CPU process(es) per node (hardware.cpu_processes)"
+    rows = train["batch_questions"] * train["n"]
+    if rows % world:
+        raise ConfigError(f"config error at hardware.nodes: the world size {world} = {nodes} node(s) (hardware.nodes) x "
+                          f"{what} does not divide the {rows} rollouts of a step (train.batch_questions x train.n); "
+                          "every rank takes an equal share")
+    micro = train.get("micro_batch") or 0
+    if micro and (rows // world) % micro:
+        raise ConfigError(f"config error at train.micro_batch: {micro} does not divide the {rows // world} rollouts "
+                          f"of each of the {world} ranks (train.batch_questions x train.n / world size)")
+    tp = (config.get("sampling") or {}).get("tensor_parallel_size", 1)
+    if gpus and hw.get("colocate_vllm") and gpus % tp:
+        raise ConfigError(f"config error at sampling.tensor_parallel_size: {tp} does not divide the {gpus} GPUs per node "
+                          "of the train job (resources.train.gpus / gpus_per_job); with hardware.colocate_vllm each "
+                          "node's ranks form whole vLLM engines of tensor_parallel_size GPUs")
 
 
 # -- values from `snakemake --config` -------------------------------------------------------
