@@ -200,13 +200,21 @@ def train_launch():
         launch.append("--multi_gpu")
     if nodes > 1:
         script = Path(workflow.basedir) / "slurm" / "trl_multinode.sh"
-        return " ".join(shlex.quote(str(a)) for a in (script, procs, *launch, "--")) + f" {flags}"
+        return shutdown_timeout() + " ".join(shlex.quote(str(a)) for a in (script, procs, *launch, "--")) + f" {flags}"
     if gpus or procs > 1:
         launch += ["--num_processes", procs]
     if procs > 1:  # a free port from the OS: two jobs on one node must not both take 29500
         launch += ["--main_process_port", 0]
     launch = " ".join(shlex.quote(str(a)) for a in launch)
-    return f"python -m accelerate.commands.launch {launch} -m obe.engines.trl_backend {flags}"
+    return f"{shutdown_timeout()}python -m accelerate.commands.launch {launch} -m obe.engines.trl_backend {flags}"
+
+
+def shutdown_timeout():
+    """With resources.train.stop_grace_s: how long torchrun (under accelerate launch) waits, after a
+    SIGTERM, for its ranks to finish their step and agreed checkpoint before it kills them (torch's
+    default, 30 s, is shorter than one step of a 7-8B preset), as a command prefix."""
+    grace = config["resources"]["train"].get("stop_grace_s")
+    return f"TORCH_ELASTIC_SHUTDOWN_TIMEOUT={int(grace)} " if grace else ""
 
 
 def job_resources(rule):
@@ -235,6 +243,9 @@ def rule_resources(rule):
     }
     if rule == "train":
         resources.update(train_slurm_resources(r))
+    grace = config["resources"][rule].get("stop_grace_s")
+    if grace:  # the stop comes early enough for the job to finish its step and checkpoint
+        resources["slurm_extra"] = f"--signal=TERM@{grace}"
     return resources
 
 

@@ -509,6 +509,20 @@ def _train_command(preset: str, tmp_path: Path) -> list[str]:
     return __import__("shlex").split(out.stdout[start:out.stdout.index(" > ", start)])
 
 
+@pytest.mark.parametrize("preset,grace", [("configs/qwen2.5-7b.yaml", 900), ("configs/llama-3.1-8b-instruct.yaml", 900),
+                                          ("configs/qwen2.5-math-1.5b.yaml", 600)])
+def test_gpu_presets_leave_a_preempted_job_time_to_checkpoint(tmp_path, preset, grace):
+    """Slurm's SIGTERM comes stop_grace_s before the time limit (--signal=TERM@S), and torchrun
+    waits as long for the ranks' agreed checkpoint before killing them (its own default is 30 s)."""
+    snakemake = str(Path(sys.executable).parent / "snakemake")
+    out = subprocess.run([snakemake, "-n", "-p", "--configfile", preset, "--config", f"results_dir={tmp_path}",
+                          "--profile", "slurm"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "0"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"TORCH_ELASTIC_SHUTDOWN_TIMEOUT={grace} python -m accelerate.commands.launch" in out.stdout
+    assert f"--signal=TERM@{grace}" in out.stdout
+
+
 @pytest.mark.parametrize("preset", ["configs/qwen2.5-7b.yaml", "configs/llama-3.1-8b-instruct.yaml"])
 def test_gpu_presets_launch_the_trl_backend_with_fsdp_and_vllm_colocate(tmp_path, preset):
     """The 7-8B presets' train jobs: accelerate launch with configs/accelerate/fsdp.yaml (FSDP2) over the
