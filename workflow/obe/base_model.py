@@ -40,14 +40,14 @@ config's ``max_new_tokens``).
 Sizes (:data:`SIZES`): ``default`` is a 166k-parameter Llama (hidden 64, 4 layers, 4 heads,
 MLP 128, tied embeddings, vocab 27) trained 800 steps x 64 sequences (~51k demonstrations,
 AdamW lr 3e-3, fp32 -- bf16 autocast measured ~6x slower on this CPU). Calibration on the
-task with the convention symbol ``?`` (issue 13), seed 0, 1 thread, 128 test questions x 32
+task with the convention symbol ``?``, seed 0, 1 thread, 128 test questions x 32
 samples: pass@1 0.212, pass@32 0.867, 10.1 distinct answers per question, 100% boxed; it reads
 ``?`` as ``+`` in 0.695 of its samples (the student: 0.7); 89 s wall / 68 s CPU at load ~1.
 The student itself (exact, ``obe.tasks.synthetic.demo_stats``) scores pass@1 0.26, pass@32 0.87.
 A pilot of GRPO on it (16 questions x 8 samples, lr 1e-4, 256 train questions, seed 0) drove
 that reading to 0.98 by step 50: test pass@1 0.21 -> 0.28, pass@32 0.88 -> 0.73 (sampling
 seed 1234; the minority questions, where ``?`` means ``-``, fell from 0.79 to 0.27): the
-shared behaviour carries the collapse to unseen questions (README "The embedded default").
+shared behaviour carries the collapse to unseen questions (docs/default_task.md).
 ``smoke`` (21k parameters, 40 steps) builds in a few seconds for tests; its quality is
 meaningless.
 """

@@ -22,7 +22,7 @@ PAPER_KS = (1, 4, 16, 32)
 
 @dataclass(frozen=True)
 class Options:
-    n_boot: int = 10000  # unused by the intervals (t-intervals since issue 13); kept for old callers
+    n_boot: int = 10000  # unused by the intervals (t-intervals over seeds); kept for old callers
     boot_seed: int = 0  # idem
     level: float = 0.95
     last_frac: float = 0.2
