@@ -230,20 +230,20 @@ def job_resources(rule):
     }
 
 
-def rule_resources(rule):
+def rule_resources(name):
     """A rule's `resources:` (used as `resources: **rule_resources(name)`). Attempt k of a job
     gets k x runtime, so a job killed at its time limit and retried (the Slurm profile's
     `retries`) comes back with more time; sampling and training resume where they stopped.
     `gpu` is the resource snakemake-executor-plugin-slurm turns into --gpus."""
-    r = job_resources(rule)
+    r = job_resources(name)
     resources = {
         "mem_mb": r["mem_mb"],
         "runtime": lambda wildcards, attempt: r["runtime"] * attempt,
         "gpu": r["gpus"],
     }
-    if rule == "train":
+    if name == "train":
         resources.update(train_slurm_resources(r))
-    grace = config["resources"][rule].get("stop_grace_s")
+    grace = config["resources"][name].get("stop_grace_s")
     if grace:  # the stop comes early enough for the job to finish its step and checkpoint
         resources["slurm_extra"] = f"--signal=TERM@{grace}"
     return resources

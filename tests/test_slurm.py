@@ -134,11 +134,14 @@ def test_profile_is_where_snakemake_looks(monkeypatch):
     for entry in profile.get("groups", []):
         rule = entry.split("=", 1)[0]
         assert rule not in GPU_RULES, f"the profile groups GPU rule {rule}"
-    # cluster settings are not rule settings
+    # cluster settings are not rule settings; the one slurm_extra a rule sets is the early SIGTERM
+    # of resources.<rule>.stop_grace_s (a pipeline setting, like runtime)
     for smk in (REPO / "rules").glob("*.smk"):
         text = smk.read_text()
-        for key in ("slurm_account", "slurm_partition", "gpu_model", "slurm_extra"):
+        for key in ("slurm_account", "slurm_partition", "gpu_model"):
             assert key not in text, f"{smk.name} sets {key}: that belongs in slurm/config.yaml"
+        extras = re.findall(r'resources\["slurm_extra"\] = (.*)', text)
+        assert "slurm_extra" not in text or extras == ['f"--signal=TERM@{grace}"'], (smk.name, extras)
 
 
 def test_profile_dry_run_from_repo_root(tmp_path):
