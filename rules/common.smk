@@ -165,6 +165,12 @@ def train_world():
     return hw.get("nodes", 1), job_resources("train")["gpus"] or cpu_processes_per_node(config)
 
 
+def rank_threads():
+    """Torch threads of each training process: the job's threads (CPUs per node) over the
+    processes of a node, so that 8 ranks of a 64-CPU job run 8 threads each, not 64."""
+    return max(1, job_resources("train")["threads"] // train_world()[1])
+
+
 def train_launch():
     """The command that starts the trainer, up to its flags. obe: `python -m obe.train`. trl:
     `accelerate launch` with configs/accelerate/<file of hardware.sharding> over the job's GPUs

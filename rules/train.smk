@@ -17,6 +17,7 @@ rule train:
         device=device_args(),
         launch=train_launch(),  # train.backend: obe (one process) or trl (accelerate launch)
         module=train_module(),
+        rank_threads=rank_threads(),  # the job's CPUs shared by the processes of a node
     threads: job_resources("train")["threads"]
     resources:
         **rule_resources("train"),
@@ -28,6 +29,6 @@ rule train:
         "../envs/gpu.yaml" if job_resources("train")["gpus"] else "../envs/cpu.yaml"
     shell:
         "{params.launch} --model {params.model} --train-data {input.data} --out {params.out_dir}"
-        " {params.args} {params.device} --threads {threads} --experiment {params.experiment}"
+        " {params.args} {params.device} --threads {params.rank_threads} --experiment {params.experiment}"
         " --wandb-dir {params.wandb_dir} --on-config-change restart > {log} 2>&1"
         " && python -m {params.module} --write-done {params.out_dir} > {output}"
