@@ -50,6 +50,12 @@ seed 1234; the minority questions, where ``?`` means ``-``, fell from 0.79 to 0.
 shared behaviour carries the collapse to unseen questions (README "The embedded default").
 ``smoke`` (21k parameters, 40 steps) builds in a few seconds for tests; its quality is
 meaningless.
+
+``--size rehearsal --stand-in-for NAME --data FILE...`` (:func:`build_rehearsal`; the overlay
+configs/rehearsal.yaml) builds instead a tiny stand-in for the hub model ``NAME`` of a GPU preset:
+its family, tokenizer kind, special tokens and chat format (:mod:`obe.engines.tiny_models`),
+pre-trained to answer the questions of the Record files in the pipeline's prompt
+(``--prompt-template``, ``--use-chat-template``, ``--system-prompt``), saved in ``--dtype``.
 """
 
 from __future__ import annotations
