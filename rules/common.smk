@@ -4,7 +4,7 @@ import os
 import shlex
 import sys
 
-from obe.core.config import load_schema  # the Snakefile put workflow/ on sys.path
+from obe.core.config import cpu_processes, load_schema  # the Snakefile put workflow/ on sys.path
 
 R = f"{config['results_dir']}/{config['experiment']}"
 TEST_SETS = [name for name, ds in config["data"]["test"].items() if ds is not None]
@@ -44,12 +44,22 @@ wildcard_constraints:
     step=r"\d+",
 
 
+def question_cap(name):
+    """`data.max_questions` for a dataset (train, or any test set), None when uncapped."""
+    return (config["data"].get("max_questions") or {}).get("train" if name == "train" else "test")
+
+
+def capped(size, cap):
+    return size if cap is None else cap if size is None else min(size, cap)
+
+
 def dataset_args(name):
-    """obe.data flags for one configured dataset."""
+    """obe.data flags for one configured dataset (at most data.max_questions of its questions)."""
     ds = config["data"]["train"] if name == "train" else config["data"]["test"][name]
+    cap = question_cap(name)
     args = ["--source", ds["source"], "--split", ds.get("split", "train" if name == "train" else "test")]
     if ds["source"] == "synthetic":
-        args += ["--n", ds.get("n", 1000), "--seed", ds.get("seed", 0)]
+        args += ["--n", capped(ds.get("n", 1000), cap), "--seed", ds.get("seed", 0)]
         if "difficulty" in ds:
             args += ["--difficulty", ds["difficulty"]]
     elif ds.get("hub"):
@@ -58,8 +68,9 @@ def dataset_args(name):
         args += ["--data-dir", ds["data_dir"]]
     else:
         args += ["--path", ds["path"]]
-    if ds.get("limit"):
-        args += ["--limit", ds["limit"], "--seed", ds.get("seed", 0)]
+    limit = ds.get("limit") if ds["source"] == "synthetic" else capped(ds.get("limit"), cap)  # synthetic: its n
+    if limit:
+        args += ["--limit", limit, "--seed", ds.get("seed", 0)]
     return " ".join(shlex.quote(str(a)) for a in args)
 
 
@@ -71,6 +82,33 @@ def base_model_dir():
 def base_model_input():
     """The base model as a DAG input (only when the pipeline builds it)."""
     return [f"{R}/base_model"] if config["base_model"]["embedded"] else []
+
+
+def rehearsal_model():
+    """Whether the pipeline builds a stand-in for base_model.name_or_path (size rehearsal)."""
+    return config["base_model"].get("size") == "rehearsal"
+
+
+def base_model_data():
+    """What the base model learns from: the synthetic task (no input), or for a rehearsal stand-in
+    every prepared dataset (it is built to answer some of the questions it is asked)."""
+    return [f"{R}/data/{d}.jsonl" for d in DATASETS] if rehearsal_model() else []
+
+
+def base_model_size_args():
+    """`--size` of obe.base_model and what goes with it: base_model.steps, and for a rehearsal
+    stand-in the model it rehearses, its data and the prompt settings it learns them in."""
+    bm = config["base_model"]
+    args = [bm.get("size", "default")]
+    if bm.get("steps"):
+        args += ["--steps", bm["steps"]]
+    if rehearsal_model():
+        args += ["--stand-in-for", bm["name_or_path"], "--data", *base_model_data(), "--dtype", bm.get("dtype", "float32"),
+                 "--prompt-template", bm.get("prompt_template", "{problem}\n"),
+                 "--use-chat-template", bm.get("use_chat_template", "auto")]
+        if bm.get("system_prompt"):
+            args += ["--system-prompt", bm["system_prompt"]]
+    return " ".join(shlex.quote(str(a)) for a in args)
 
 
 def model_input(wildcards):
@@ -198,9 +236,11 @@ def train_module():
 
 def train_launch():
     """The command that starts the trainer, up to its flags. obe: `python -m obe.train`. trl:
-    `accelerate launch` with configs/accelerate/<file of hardware.sharding> over the job's GPUs
-    (cpu.yaml, one process, without GPUs), slurm/trl_multinode.sh when hardware.nodes > 1, plus
-    the TRL-only flags: vLLM colocate when hardware.colocate_vllm is set, LoRA from train.lora."""
+    `accelerate launch` with configs/accelerate/<file of hardware.sharding> over the job's GPUs,
+    slurm/trl_multinode.sh when hardware.nodes > 1, plus the TRL-only flags: vLLM colocate when
+    hardware.colocate_vllm is set, LoRA from train.lora. Without GPUs: cpu.yaml (one process), or
+    with hardware.cpu_processes the same accelerate config as on GPUs over that many gloo CPU
+    processes (obe.core.config.cpu_processes; a free port, since CPU jobs share a machine)."""
     if train_module() == "obe.train":
         return "python -m obe.train"
     gpus, hw, t = job_resources("train")["gpus"], config.get("hardware", {}), config["train"]
@@ -216,9 +256,13 @@ def train_launch():
         flags += ["--lora-r", lora["r"], "--lora-alpha", lora.get("alpha", 32), "--lora-dropout",
                   lora.get("dropout", 0.05), "--lora-target-modules", lora.get("target_modules", "all-linear")]
     flags = " ".join(shlex.quote(str(f)) for f in flags)
+    cfg_file = shlex.quote(str(folder / ACCELERATE_CONFIGS[hw.get("sharding", "none")]))
+    if not gpus and hw.get("cpu_processes"):
+        # no --cpu: accelerate's --cpu runs one process; the trainer's --device cpu keeps it off GPUs
+        return (f"python -m accelerate.commands.launch --config_file {cfg_file} --num_processes {cpu_processes(config)}"
+                f" --main_process_port 0 -m obe.engines.trl_backend {flags}")
     if not gpus:
         return f"python -m accelerate.commands.launch --config_file {folder / 'cpu.yaml'} -m obe.engines.trl_backend {flags}"
-    cfg_file = shlex.quote(str(folder / ACCELERATE_CONFIGS[hw.get("sharding", "none")]))
     nodes = hw.get("nodes", 1)
     if nodes > 1:
         return f"{shlex.quote(str(Path(workflow.basedir) / 'slurm' / 'trl_multinode.sh'))} {cfg_file} {gpus} {flags}"

@@ -63,6 +63,9 @@ def validate_config(config: Mapping[str, Any]) -> None:
             raise ConfigError(f"config error at train.methods: {name!r} has no entry under `methods`")
     if not config["base_model"]["embedded"] and not config["base_model"].get("name_or_path"):
         raise ConfigError("config error at base_model.name_or_path: required when base_model.embedded is false")
+    if config["base_model"].get("size") == "rehearsal" and not config["base_model"].get("name_or_path"):
+        raise ConfigError("config error at base_model.name_or_path: base_model.size rehearsal builds a stand-in for "
+                          "this model (merge configs/rehearsal.yaml after a preset that names one)")
     tests = {k: v for k, v in config["data"]["test"].items() if v is not None}
     if not tests:
         raise ConfigError("config error at data.test: at least one test set is needed")
@@ -83,6 +86,31 @@ def validate_config(config: Mapping[str, Any]) -> None:
                 raise ConfigError(f"config error at hardware.{key}: {hw[key]!r} needs train.backend: trl "
                                   f"(obe.train is one process without vLLM); set train.backend: trl or "
                                   f"hardware.{key}: {off if off is not None else 'null'}")
+    if hw.get("cpu_processes"):
+        _check_cpu_processes(config)
+
+
+def cpu_processes(config: Mapping[str, Any]) -> int:
+    """Processes of a training job without GPUs: ``min(hardware.cpu_processes, gpus x nodes)``
+    (a 1-GPU preset stays one process, an 8-GPU one becomes several), 1 when unset."""
+    hw = config.get("hardware") or {}
+    wanted = hw.get("cpu_processes") or 1
+    return max(1, min(wanted, hw.get("gpus", wanted) * hw.get("nodes", 1)))
+
+
+def _check_cpu_processes(config: Mapping[str, Any]) -> None:
+    t = config["train"]
+    if t.get("backend", "obe") != "trl":
+        raise ConfigError("config error at hardware.cpu_processes: needs train.backend: trl (obe.train is one process)")
+    procs = cpu_processes(config)
+    sequences = t["batch_questions"] * t["n"]
+    if sequences % procs:
+        raise ConfigError(f"config error at train.batch_questions: batch_questions x n = {sequences} sequences do not "
+                          f"split over the {procs} CPU processes of hardware.cpu_processes")
+    micro = t.get("micro_batch") or 0
+    if micro and (sequences // procs) % micro:
+        raise ConfigError(f"config error at train.micro_batch: {micro} does not divide the {sequences // procs} "
+                          f"sequences of each of the {procs} CPU processes (hardware.cpu_processes)")
 
 
 def load_config(*paths: str) -> dict[str, Any]:
