@@ -1,4 +1,5 @@
-"""The embedded base model stage: smoke build, HF reload, tokenizer round trip, generation."""
+"""The embedded base model stage: smoke build, HF reload, tokenizer round trip, generation; the
+rehearsal's stand-ins (obe.engines.tiny_models: family, tokenizer, chat format; --size rehearsal)."""
 
 from __future__ import annotations
 
