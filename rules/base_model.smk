@@ -1,12 +1,14 @@
 rule base_model:
-    """Build and pre-train the embedded tiny base model (embedded default only)."""
+    """Build and pre-train the embedded tiny base model (embedded configs only): on the synthetic
+    task, or (size rehearsal) a stand-in for base_model.name_or_path on the prepared questions."""
+    input:
+        base_model_data(),
     output:
         directory(f"{R}/base_model"),
     params:
-        # base_model.steps (pre-training steps; null = the size's own) rides on the size argument,
-        # so that the command of existing runs, and with it their outputs, stays as it was
-        size=config["base_model"].get("size", "default")
-        + (f" --steps {config['base_model']['steps']}" if config["base_model"].get("steps") else ""),
+        # base_model.steps and the rehearsal's settings ride on the size argument, so that the
+        # command of existing runs, and with it their outputs, stays as it was
+        size=lambda wildcards: base_model_size_args(),
         seed=config["base_model"].get("seed", 0),
         difficulty=config["base_model"].get("difficulty", 3),
         wandb_dir=f"{R}/wandb",

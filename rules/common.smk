@@ -69,6 +69,33 @@ def base_model_input():
     return [f"{R}/base_model"] if config["base_model"]["embedded"] else []
 
 
+def rehearsal_model():
+    """Whether the pipeline builds a stand-in for base_model.name_or_path (size rehearsal)."""
+    return config["base_model"].get("size") == "rehearsal"
+
+
+def base_model_data():
+    """What the base model learns from: the synthetic task (no input), or for a rehearsal stand-in
+    every prepared dataset (it is built to answer some of the questions it is asked)."""
+    return [f"{R}/data/{d}.jsonl" for d in DATASETS] if rehearsal_model() else []
+
+
+def base_model_size_args():
+    """`--size` of obe.base_model and what goes with it: base_model.steps, and for a rehearsal
+    stand-in the model it rehearses, its data and the prompt settings it learns them in."""
+    bm = config["base_model"]
+    args = [bm.get("size", "default")]
+    if bm.get("steps"):
+        args += ["--steps", bm["steps"]]
+    if rehearsal_model():
+        args += ["--stand-in-for", bm["name_or_path"], "--data", *base_model_data(), "--dtype", bm.get("dtype", "float32"),
+                 "--prompt-template", bm.get("prompt_template", "{problem}\n"),
+                 "--use-chat-template", bm.get("use_chat_template", "auto")]
+        if bm.get("system_prompt"):
+            args += ["--system-prompt", bm["system_prompt"]]
+    return " ".join(shlex.quote(str(a)) for a in args)
+
+
 def model_input(wildcards):
     if wildcards.run == BASE:
         return base_model_input()
@@ -174,9 +201,10 @@ def rank_threads():
 def train_launch():
     """The command that starts the trainer, up to its flags. obe: `python -m obe.train`. trl:
     `accelerate launch` with configs/accelerate/<file of hardware.sharding> over the job's GPUs
-    (cpu.yaml without GPUs), slurm/trl_multinode.sh (one launcher per node) when hardware.nodes
-    > 1, plus the TRL-only flags: vLLM colocate when hardware.colocate_vllm is set (with
-    train.vllm_importance_sampling_correction), LoRA from train.lora."""
+    (cpu.yaml without GPUs; with hardware.cpu_processes the same config as on GPUs over that many
+    gloo CPU processes per node), slurm/trl_multinode.sh (one launcher per node) when
+    hardware.nodes > 1, plus the TRL-only flags: vLLM colocate when hardware.colocate_vllm is set
+    (with train.vllm_importance_sampling_correction), LoRA from train.lora."""
     if train_module() == "obe.train":
         return "python -m obe.train"
     gpus, hw, t = job_resources("train")["gpus"], config.get("hardware", {}), config["train"]

@@ -50,6 +50,12 @@ seed 1234; the minority questions, where ``?`` means ``-``, fell from 0.79 to 0.
 shared behaviour carries the collapse to unseen questions (docs/default_task.md).
 ``smoke`` (21k parameters, 40 steps) builds in a few seconds for tests; its quality is
 meaningless.
+
+``--size rehearsal --stand-in-for NAME --data FILE...`` (:func:`build_rehearsal`; the overlay
+configs/rehearsal.yaml) builds instead a tiny stand-in for the hub model ``NAME`` of a GPU preset:
+its family, tokenizer kind, special tokens and chat format (:mod:`obe.engines.tiny_models`),
+pre-trained to answer the questions of the Record files in the pipeline's prompt
+(``--prompt-template``, ``--use-chat-template``, ``--system-prompt``), saved in ``--dtype``.
 """
 
 from __future__ import annotations
@@ -188,18 +194,20 @@ def build_model(size: SizeConfig, tokenizer, max_new_tokens: int = 64):
 
 def encode_examples(tokenizer, problems: Sequence[str], solutions: Sequence[str]):
     """Right-padded ``input_ids``, ``attention_mask`` and completion-only ``labels``."""
-    import torch
-
     prompts = tokenizer([format_prompt(p) for p in problems], add_special_tokens=True)["input_ids"]
     comps = tokenizer(list(solutions), add_special_tokens=False)["input_ids"]
-    seqs, labs = [], []
-    for p, c in zip(prompts, comps):
-        c = c + [tokenizer.eos_token_id]
-        seqs.append(p + c)
-        labs.append([-100] * len(p) + c)
+    return encode_pairs(prompts, [c + [tokenizer.eos_token_id] for c in comps], tokenizer.pad_token_id)
+
+
+def encode_pairs(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int):
+    """Token ids of (prompt, completion) pairs, right-padded with ``pad_id``, as ``input_ids``,
+    ``attention_mask`` and ``labels`` that score the completion tokens only."""
+    import torch
+
+    seqs = [list(p) + list(c) for p, c in zip(prompts, completions)]
+    labs = [[-100] * len(p) + list(c) for p, c in zip(prompts, completions)]
     width = max(len(s) for s in seqs)
-    pad = tokenizer.pad_token_id
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     labels = torch.full((len(seqs), width), -100, dtype=torch.long)
     for i, (s, l) in enumerate(zip(seqs, labs)):
@@ -217,6 +225,19 @@ def pretrain(model, tokenizer, records, size: SizeConfig, seed: int, bf16: bool 
 
     torch.manual_seed(seed)
     demos = synthetic.iter_demonstrations(records, seed=seed)
+
+    def next_batch():
+        batch = [next(demos) for _ in range(size.batch_size)]
+        return encode_examples(tokenizer, [b[0] for b in batch], [b[1] for b in batch])
+
+    return fit(model, next_batch, size, bf16=bf16, log_every=log_every)
+
+
+def fit(model, next_batch, size: SizeConfig, bf16: bool = False, log_every: int = 100) -> list[float]:
+    """``size.steps`` AdamW steps of next-token loss on the labelled tokens of ``next_batch()``
+    (``input_ids, attention_mask, labels``), warmup + cosine decay; returns the loss curve."""
+    import torch
+
     opt = torch.optim.AdamW(
         model.parameters(), lr=size.lr, betas=(0.9, 0.98), weight_decay=size.weight_decay
     )
@@ -232,8 +253,7 @@ def pretrain(model, tokenizer, records, size: SizeConfig, seed: int, bf16: bool 
     losses = []
     t0 = time.time()
     for step in range(size.steps):
-        batch = [next(demos) for _ in range(size.batch_size)]
-        ids, mask, labels = encode_examples(tokenizer, [b[0] for b in batch], [b[1] for b in batch])
+        ids, mask, labels = next_batch()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = model(input_ids=ids, attention_mask=mask).logits
         loss = torch.nn.functional.cross_entropy(
@@ -410,14 +430,136 @@ def evaluate_base(model, tokenizer, questions: int, samples: int, seed: int, dif
     return scores
 
 
+# --------------------------------------------------------------------------- rehearsal stand-in
+
+# The rehearsal model (configs/rehearsal.yaml): pre-training hyperparameters and shape, 0.16-0.22M
+# parameters with its ~1k-token vocabulary. On the rehearsal's 44 questions (12 MATH train + 4 x 8
+# test), 130 steps take ~25 s of CPU and give pass@1 ~0.34 at temperature 1 to the tied-embedding
+# Qwen2.5-Math-1.5B stand-in (100 steps: 0.11; 2026-12-07, load 4-9): enough right answers for
+# rewards, enough wrong ones for exploration.
+REHEARSAL = SizeConfig(hidden=64, layers=2, heads=4, intermediate=192, steps=130, batch_size=16, lr=5e-3,
+                       warmup=10, train_questions=0, max_positions=4096)
+REHEARSAL_KV_HEADS = 2
+# What the stand-in learns to answer (the answer as the presets' prompt asks for it: in a box)
+REHEARSAL_ANSWER = "The final answer is $\\boxed{{{answer}}}$."
+
+
+def rehearsal_target(answer: str) -> str:
+    return REHEARSAL_ANSWER.format(answer=answer)
+
+
+def build_rehearsal(
+    out: str | Path,
+    *,
+    stand_in_for: str,
+    data: Sequence[str],
+    prompt_template: str,
+    use_chat_template: str,
+    system_prompt: str | None = None,
+    dtype: str = "float32",
+    seed: int = 0,
+    threads: int = 2,
+    steps: int | None = None,
+    eval_samples: int = 4,
+    log_every: int = 50,
+) -> dict:
+    """A tiny stand-in for ``stand_in_for`` (:mod:`obe.engines.tiny_models`: its family, a byte-level BPE
+    tokenizer trained on the questions of ``data``, its chat format when ``use_chat_template`` is
+    ``always``), pre-trained to answer the questions of the Record JSONL files ``data`` with
+    ``"The final answer is $\\boxed{answer}$."`` from the prompts the pipeline builds for them
+    (:func:`obe.engines.models.build_prompt`, so the same template, chat format and special
+    tokens). At temperature 1 it then answers some of them right and many wrong, so rewards, outcome
+    keys and pass@k are not trivially zero. It memorises its test questions on purpose: its scores
+    measure nothing but the plumbing. Saved in ``dtype`` (as a hub checkpoint is); returns the report."""
+    import torch
+
+    from obe.core.records import read_jsonl
+    from obe.engines import tiny_models
+    from obe.engines.models import ModelConfig, build_prompt, prompt_adds_special_tokens, torch_dtype
+
+    torch.set_num_threads(max(1, int(threads)))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = REHEARSAL if steps is None else replace(REHEARSAL, steps=int(steps))
+    family = tiny_models.family_of(stand_in_for)
+    chat = use_chat_template == "always"
+    records = [r for path in data for r in read_jsonl(path)]
+    if not records:
+        raise SystemExit(f"--data {' '.join(data)}: no questions")
+    targets = [rehearsal_target(r.answer) for r in records]
+    tokenizer = tiny_models.build_tokenizer(family, [prompt_template, *(r.problem for r in records), *targets], chat=chat)
+    pcfg = ModelConfig(name_or_path=stand_in_for, prompt_template=prompt_template, use_chat_template=use_chat_template,
+                       system_prompt=system_prompt)
+    prompts = [build_prompt(tokenizer, r.problem, pcfg) for r in records]
+    prompt_ids = tokenizer(prompts, add_special_tokens=prompt_adds_special_tokens(tokenizer, pcfg))["input_ids"]
+    eos = tokenizer.eos_token_id
+    completion_ids = [ids + [eos] for ids in tokenizer(targets, add_special_tokens=False)["input_ids"]]
+    longest = max(len(p) + len(c) for p, c in zip(prompt_ids, completion_ids))
+    if longest > cfg.max_positions:
+        raise SystemExit(f"a prompt and answer of {longest} tokens exceed the stand-in's {cfg.max_positions} positions")
+
+    torch.manual_seed(seed)
+    model = tiny_models.build_model(family, tokenizer, name_or_path=stand_in_for, chat=chat, hidden=cfg.hidden,
+                                    layers=cfg.layers, heads=cfg.heads, kv_heads=REHEARSAL_KV_HEADS,
+                                    intermediate=cfg.intermediate, max_positions=cfg.max_positions)
+    n_params = count_params(model)
+    print(f"base_model: rehearsal stand-in for {stand_in_for} ({family}, chat={chat}) params={n_params} "
+          f"vocab={len(tokenizer)} questions={len(records)} steps={cfg.steps} threads={threads}", flush=True)
+    # Batches of questions of similar length (little padding: the prompts run from tens to
+    # hundreds of tokens), visited in a seeded order, one epoch after another.
+    by_length = sorted(range(len(records)), key=lambda i: len(prompt_ids[i]) + len(completion_ids[i]))
+    batches = [by_length[i:i + cfg.batch_size] for i in range(0, len(by_length), cfg.batch_size)]
+    order = random.Random(seed)
+    queue: list[list[int]] = []
+
+    def next_batch():
+        if not queue:
+            queue.extend(order.sample(batches, len(batches)))
+        batch = queue.pop()
+        return encode_pairs([prompt_ids[i] for i in batch], [completion_ids[i] for i in batch], eos)
+
+    t0, c0 = time.time(), time.process_time()
+    losses = fit(model, next_batch, cfg, log_every=log_every)
+    train_seconds, train_cpu_seconds = time.time() - t0, time.process_time() - c0
+    max_new = max(len(c) for c in completion_ids) + 8
+    model.generation_config.max_new_tokens = max_new
+    model.to(torch_dtype(dtype) if dtype != "auto" else torch.float32).save_pretrained(str(out), safe_serialization=True)
+    tiny_models.save_tokenizer(tokenizer, out)
+
+    report: dict = {
+        "size": "rehearsal", "stand_in_for": stand_in_for, "family": family, "chat_template": chat, "seed": seed,
+        "threads": threads, "params": n_params, "vocab": len(tokenizer), "dtype": dtype,
+        "tied_embeddings": bool(model.config.tie_word_embeddings), "questions": len(records),
+        "train_seconds": round(train_seconds, 2), "train_cpu_seconds": round(train_cpu_seconds, 2),
+        "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])), "prompt_template": prompt_template,
+        "config": asdict(cfg), "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+    if eval_samples > 0:  # the saved model (in its dtype) on every question it learned
+        from obe.engines.generation import SamplingConfig, generate_texts
+
+        t1 = time.time()
+        comps = generate_texts(model, tokenizer, prompts, eval_samples,
+                               SamplingConfig(max_new_tokens=max_new, seed=seed, batch_size=256),
+                               add_special_tokens=prompt_adds_special_tokens(tokenizer, pcfg),
+                               keys=[str(r.id) for r in records])
+        scores = score_completions([[c.text for c in cs] for cs in comps], [r.answer for r in records])
+        report["eval"] = dict(scores, seconds=round(time.time() - t1, 2),
+                              examples=[{"prompt": p, "answer": r.answer, "samples": [c.text for c in cs[:2]]}
+                                        for p, r, cs in zip(prompts[:2], records[:2], comps[:2])])
+    (out / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m obe.base_model",
-        description="Build and pre-train the embedded tiny base model on the synthetic task.",
+        description="Build and pre-train the embedded tiny base model on the synthetic task, or (--size "
+                    "rehearsal) a tiny stand-in for a hub model on prepared questions.",
     )
     ap.add_argument("--out", required=True, help="output model directory")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--size", choices=sorted(SIZES), default="default")
+    ap.add_argument("--size", choices=[*sorted(SIZES), "rehearsal"], default="default",
+                    help="rehearsal: a stand-in for --stand-in-for, pre-trained on --data (configs/rehearsal.yaml)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--difficulty", type=int, default=None, help="synthetic difficulty (default: task default)")
     ap.add_argument("--train-data", default=None,
@@ -429,6 +571,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--eval-samples", type=int, default=None,
                     help="samples per eval question (default: 32; smoke: 4)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast for training")
+    rehearsal = ap.add_argument_group("--size rehearsal")
+    rehearsal.add_argument("--stand-in-for", help="hub name of the model the stand-in rehearses (its family)")
+    rehearsal.add_argument("--data", nargs="+", default=[], help="Record JSONL files whose questions it learns")
+    rehearsal.add_argument("--prompt-template", default="{problem}\n", help="the pipeline's prompt template")
+    rehearsal.add_argument("--use-chat-template", choices=["auto", "always", "never"], default="never",
+                           help="always: the stand-in gets its family's chat template and learns from chat prompts")
+    rehearsal.add_argument("--system-prompt", default=None)
+    rehearsal.add_argument("--dtype", default="float32", help="dtype of the saved weights")
     add_wandb_args(ap)
     return ap
 
@@ -437,7 +587,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Busy-waiting OpenMP threads make torch 10x+ slower on shared cores; only effective if
     # torch is not imported yet (true for ``python -m obe.base_model``).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.size == "rehearsal":
+        if not args.stand_in_for or not args.data:
+            parser.error("--size rehearsal needs --stand-in-for NAME and --data FILE...")
+        report = build_rehearsal(
+            args.out, stand_in_for=args.stand_in_for, data=args.data, prompt_template=args.prompt_template,
+            use_chat_template=args.use_chat_template, system_prompt=args.system_prompt, dtype=args.dtype,
+            seed=args.seed, threads=args.threads, steps=args.steps,
+            eval_samples=4 if args.eval_samples is None else args.eval_samples)
+        return _summarise(args, report)
     smoke = args.size == "smoke"
     if args.eval_questions is None:
         args.eval_questions = 8 if smoke else 128
@@ -449,6 +609,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         train_data=args.train_data, eval_questions=args.eval_questions, eval_samples=args.eval_samples,
         bf16=args.bf16, steps=args.steps,
     )
+    return _summarise(args, report)
+
+
+def _summarise(args, report: dict) -> int:
     summary = {k: report[k] for k in ("size", "params", "train_seconds", "train_cpu_seconds", "final_loss")}
     if "eval" in report:
         summary.update({k: v for k, v in report["eval"].items() if k not in ("examples", "student_reference")})

@@ -99,6 +99,16 @@ def _mirror_files(folder: str, source: str, split: str, key: str) -> tuple[list[
     return inputs, required
 
 
+def question_cap(config: Mapping[str, Any], name: str) -> int | None:
+    """``data.max_questions`` of a dataset (its ``train`` entry, or ``test`` for any test set):
+    a cap on every dataset, e.g. a rehearsal's slice of a preset's sets; None when uncapped."""
+    return (config["data"].get("max_questions") or {}).get("train" if name == "train" else "test")
+
+
+def capped(size: int | None, cap: int | None) -> int | None:
+    return size if cap is None else cap if size is None else min(size, cap)
+
+
 def dataset_source(config: Mapping[str, Any], name: str, root: Path,
                    environ: Mapping[str, str] = os.environ) -> DatasetSource:
     """How the dataset ``name`` (``train`` or a test set) is read, in the order of the module
@@ -106,13 +116,15 @@ def dataset_source(config: Mapping[str, Any], name: str, root: Path,
     key, ds = dataset_entry(config, name)
     source = ds["source"]
     split = ds.get("split", "train" if name == "train" else "test")
+    cap = question_cap(config, name)
     args = ["--source", source, "--split", split]
     if source == "synthetic":
-        args += ["--n", ds.get("n", 1000), "--seed", ds.get("seed", 0)]
+        args += ["--n", capped(ds.get("n", 1000), cap), "--seed", ds.get("seed", 0)]
         if "difficulty" in ds:
             args += ["--difficulty", ds["difficulty"]]
         return DatasetSource(key, "synthetic", [str(a) for a in args])
-    limit = ["--limit", ds["limit"], "--seed", ds.get("seed", 0)] if ds.get("limit") else []
+    most = capped(ds.get("limit"), cap)
+    limit = ["--limit", most, "--seed", ds.get("seed", 0)] if most else []
     mirror, origin = data_dir(config, root, environ)
     if ds.get("path"):
         file = local_path(ds["path"], root)

@@ -72,6 +72,9 @@ def validate_config(config: Mapping[str, Any]) -> None:
             raise ConfigError(f"config error at train.methods: {name!r} has no entry under `methods`")
     if not config["base_model"]["embedded"] and not config["base_model"].get("name_or_path"):
         raise ConfigError("config error at base_model.name_or_path: required when base_model.embedded is false")
+    if config["base_model"].get("size") == "rehearsal" and not config["base_model"].get("name_or_path"):
+        raise ConfigError("config error at base_model.name_or_path: base_model.size rehearsal builds a stand-in for "
+                          "this model (merge configs/rehearsal.yaml after a preset that names one)")
     tests = {k: v for k, v in config["data"]["test"].items() if v is not None}
     if not tests:
         raise ConfigError("config error at data.test: at least one test set is needed")
