@@ -240,7 +240,7 @@ def train_launch():
     if procs > 1:  # a free port from the OS: two jobs on one node must not both take 29500
         launch += ["--main_process_port", 0]
     launch = " ".join(shlex.quote(str(a)) for a in launch)
-    return f"{shutdown_timeout()}python -m accelerate.commands.launch {launch} -m obe.engines.trl_backend {flags}"
+    return f"{shutdown_timeout()}python -m obe.engines.launch {launch} -m obe.engines.trl_backend {flags}"
 
 
 def shutdown_timeout():

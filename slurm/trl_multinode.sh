@@ -68,7 +68,7 @@ if [ "${1:-}" = "--node" ]; then
   while [ "$1" != "--" ]; do launch+=("$1"); shift; done
   shift
   echo "trl_multinode.sh: node $me, machine rank $rank of ${#order[@]}, rendezvous $addr:$port" >&2
-  exec python -m accelerate.commands.launch "${launch[@]}" --num_machines "${#order[@]}" \
+  exec python -m obe.engines.launch "${launch[@]}" --num_machines "${#order[@]}" \
     --num_processes "$((${#order[@]} * procs))" --machine_rank "$rank" --main_process_ip "$addr" \
     --main_process_port "$port" --rdzv_backend static --same_network --rdzv_conf "timeout=$timeout_s" \
     -m obe.engines.trl_backend "$@"

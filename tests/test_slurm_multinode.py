@@ -214,7 +214,7 @@ def test_node_rank_rendezvous_and_unreachable_head(tmp_path):
         res = subprocess.run(node, env=env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == [
-        "-m", "accelerate.commands.launch", "--config_file", "c.yaml", "--multi_gpu", "--num_machines", "3",
+        "-m", "obe.engines.launch", "--config_file", "c.yaml", "--multi_gpu", "--num_machines", "3",
         "--num_processes", "6", "--machine_rank", "2", "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
         "--rdzv_backend", "static", "--same_network", "--rdzv_conf", "timeout=2", "-m", "obe.engines.trl_backend",
         "--steps", "4"]

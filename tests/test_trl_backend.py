@@ -387,7 +387,7 @@ def test_smoke_dag_with_the_trl_backend(tmp_path):
         assert latest_checkpoint(folder / "checkpoints") is not None
         assert (root / "eval" / run / "step4" / "synthetic" / "summary.json").exists()
     assert "<img" in (root / "report.html").read_text()
-    assert "python -m accelerate.commands.launch --config_file" in out.stdout + out.stderr  # the rule's command
+    assert "python -m obe.engines.launch --config_file" in out.stdout + out.stderr  # the rule's command
     rep = subprocess.run([snakemake, "--report", str(tmp_path / "report.html"), *base], cwd=REPO, capture_output=True,
                          text=True, timeout=600, env=env)
     assert rep.returncode == 0, (rep.stdout + rep.stderr)[-3000:]
@@ -505,7 +505,7 @@ def _train_command(preset: str, tmp_path: Path) -> list[str]:
     out = subprocess.run([snakemake, "-n", "-p", "--configfile", preset, "--config", f"results_dir={tmp_path}"],
                          cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "0"})
     assert out.returncode == 0, out.stderr[-3000:]
-    start = out.stdout.index("python -m accelerate.commands.launch")
+    start = out.stdout.index("python -m obe.engines.launch")
     return __import__("shlex").split(out.stdout[start:out.stdout.index(" > ", start)])
 
 
@@ -519,7 +519,7 @@ def test_gpu_presets_leave_a_preempted_job_time_to_checkpoint(tmp_path, preset, 
                           "--profile", "slurm"], cwd=REPO, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "HF_HUB_OFFLINE": "0"})
     assert out.returncode == 0, out.stderr[-3000:]
-    assert f"TORCH_ELASTIC_SHUTDOWN_TIMEOUT={grace} python -m accelerate.commands.launch" in out.stdout
+    assert f"TORCH_ELASTIC_SHUTDOWN_TIMEOUT={grace} python -m obe.engines.launch" in out.stdout
     assert f"--signal=TERM@{grace}" in out.stdout
 
 
@@ -533,7 +533,7 @@ def test_gpu_presets_launch_the_trl_backend_with_fsdp_and_vllm_colocate(tmp_path
     argv = _train_command(preset, tmp_path)
     i = argv.index("obe.engines.trl_backend")
     launcher = argv[:i + 1]
-    assert launcher[:3] == ["python", "-m", "accelerate.commands.launch"] and launcher[-2:] == ["-m", "obe.engines.trl_backend"]
+    assert launcher[:3] == ["python", "-m", "obe.engines.launch"] and launcher[-2:] == ["-m", "obe.engines.trl_backend"]
     assert Path(launcher[launcher.index("--config_file") + 1]) == REPO / "configs" / "accelerate" / "fsdp.yaml"
     assert launcher[launcher.index("--num_processes") + 1] == "8"
     accel = yaml.safe_load((REPO / "configs" / "accelerate" / "fsdp.yaml").read_text())
@@ -744,3 +744,22 @@ def test_vllm_settings_reach_grpoconfig_and_server_mode_is_refused(setup, tmp_pa
     cfg2, extra, _ = trl_backend.parse(["--model", "m", "--train-data", "t", "--out", str(tmp_path / "o2"),
                                         "--vllm", "colocate", "--no-vllm-importance-sampling-correction", "--n", "4"])
     assert extra["vllm_importance_sampling_correction"] is False and cfg2.n == 4
+
+
+def test_the_launcher_exits_with_the_trainers_status():
+    """obe.engines.launch: a signal that stops the agent, a rank's failure and a single process's
+    failure give the trainer's status (143 after an agreed stop), not accelerate's 1."""
+    import signal as signals
+    import subprocess as sp
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from obe.engines.launch import exit_status
+
+    assert exit_status(SignalException("stop", signals.SIGTERM)) == 143
+    failure = ProcessFailure(local_rank=1, pid=1, exitcode=143, error_file="")
+    assert exit_status(ChildFailedError("trainer", {1: failure})) == 143
+    assert exit_status(sp.CalledProcessError(-15, ["python"])) == 143
+    assert exit_status(sp.CalledProcessError(2, ["python"])) == 2
+    assert exit_status(ValueError("a bug")) is None
