@@ -248,7 +248,7 @@ def shutdown_timeout():
     SIGTERM, for its ranks to finish their step and agreed checkpoint before it kills them (torch's
     default, 30 s, is shorter than one step of a 7-8B preset), as a command prefix."""
     grace = config["resources"]["train"].get("stop_grace_s")
-    return f"TORCH_ELASTIC_SHUTDOWN_TIMEOUT={int(grace)} " if grace else ""
+    return f"env TORCH_ELASTIC_SHUTDOWN_TIMEOUT={int(grace)} " if grace else ""
 
 
 def job_resources(rule):

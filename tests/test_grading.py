@@ -72,7 +72,7 @@ TABLE: list[tuple[str, str, bool]] = [
     ("y=2x+3", "y=3+2x", True), ("xy", "yx", True), ("\\frac{x}{2}", "0.5x", True), ("2x", "x", False),
     # complex numbers
     ("1+2i", "2i+1", True), ("1+2i", "1-2i", False), ("i", "i", True),
-    # issue 14: thousands separators, percent and unit words, long decimals, equations
+    # thousands separators, percent and unit words, long decimals, equations
     ("1000.99", "1,000.99", True), ("12000023", "12,000,023", True), ("14916", "14{,}916", True),
     ("16386.20", "16,\\!386.20", True), ("32349", "32, 349", False), ("11111111100", "11,\\! 111,\\! 111,\\! 100", True),
     ("28\\%", "28 percent", True), ("28\\%", "28 pct", True), ("28\\%", "28\\text{ percent}", True),
@@ -119,7 +119,7 @@ def test_extract_boxed_and_fallbacks() -> None:
         ExtractConfig(mode="lenient")
 
 
-# (response, extracted answer): no complete box -> Math-Verify's extraction (cases of the issue)
+# (response, extracted answer): no complete box -> Math-Verify's extraction (free-text final answers as models write them)
 FREE_TEXT = [
     ("$9$", "9"), ("Answer \\[ 9 \\]", "9"), ("Answer \\( (9+1) \\)", "(9+1)"),
     ("Therefore $x \\geq 5$ is the solution.", "x \\geq 5"), ("The answer is 34", "34"),

@@ -1,4 +1,4 @@
-"""A grade never depends on machine load: worker calls are bounded by CPU time (issue 14).
+"""A grade never depends on machine load: worker calls are bounded by CPU time.
 
 A batch of slow cases (0.3-1 s of CPU each in the worker) and of cases far over any budget is
 graded on an idle machine and again while busy processes spin on every core; the results must

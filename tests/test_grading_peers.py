@@ -1,4 +1,4 @@
-r"""Agreement with public graders' test suites and benchmark conventions (issue 14).
+r"""Agreement with public graders' test suites and benchmark conventions.
 
 Each case is (source, gold, response, expected): the inputs and the verdict of a public
 grader's test suite or benchmark convention, written here in our table format (facts carry

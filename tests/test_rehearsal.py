@@ -42,7 +42,7 @@ from conftest import REPO_ROOT, shared_data_dir
 
 pytest.importorskip("trl", reason="trl is not installed (pip install -e '.[test]')")
 
-from obe.core.config import cpu_processes, deep_merge, load_config  # noqa: E402
+from obe.core.config import cpu_processes_per_node, deep_merge, load_config  # noqa: E402
 from obe.grading import SENTINEL_KEYS  # noqa: E402
 from obe.training.metrics import TIMING_KEYS  # noqa: E402
 
@@ -112,7 +112,7 @@ class Rehearsal:
 
     def train_command(self, run: str) -> str:
         """The train rule's command for ``run`` as Snakemake ran it, up to the log redirection."""
-        for m in re.finditer(r"python -m accelerate\.commands\.launch ", self.log):
+        for m in re.finditer(r"(env TORCH_ELASTIC_SHUTDOWN_TIMEOUT=\d+ )?python -m obe\.engines\.launch ", self.log):
             cmd = self.log[m.start():self.log.index(" > ", m.start())]
             if f" --out {self.root / 'train' / run} " in cmd:
                 return cmd
@@ -189,11 +189,12 @@ def metrics_without_timing(run_dir: Path) -> list[dict]:
 
 def test_the_dag_trains_with_the_presets_launcher_to_the_report(rehearsal):
     accel, procs = PRESETS[rehearsal.preset]
-    assert cpu_processes(rehearsal.cfg) == procs
+    assert cpu_processes_per_node(rehearsal.cfg) == procs
     assert (rehearsal.root / "report.html").stat().st_size > 10_000
     for run in rehearsal.runs:
         cmd = rehearsal.train_command(run)
-        assert f"--config_file {REPO_ROOT / 'configs' / 'accelerate' / accel} --num_processes {procs} " in cmd
+        assert f"--config_file {REPO_ROOT / 'configs' / 'accelerate' / accel} " in cmd
+        assert (f" --num_processes {procs} " in cmd) if procs > 1 else ("--num_processes" not in cmd)
         assert "-m obe.engines.trl_backend" in cmd and "--device cpu" in cmd and "--vllm" not in cmd
         run_cfg = json.loads((rehearsal.root / "train" / run / "config.json").read_text())
         assert run_cfg["backend"] == "trl"
@@ -418,9 +419,9 @@ def test_question_caps_reach_every_dataset(tmp_path):
 
 
 @pytest.mark.parametrize("change,error", [
-    ({"train": {"backend": "obe"}}, "hardware.cpu_processes: needs train.backend: trl"),
-    ({"train": {"batch_questions": 3, "n": 3}}, "train.batch_questions: batch_questions x n = 9 sequences"),
-    ({"train": {"micro_batch": 3}}, "train.micro_batch: 3 does not divide the 8 sequences"),
+    ({"train": {"backend": "obe"}}, "hardware.cpu_processes: 2 needs train.backend: trl"),
+    ({"train": {"batch_questions": 3, "n": 3}}, "does not divide the 9 rollouts of a step"),
+    ({"train": {"micro_batch": 3}}, "train.micro_batch: 3 does not divide the 8 rollouts of each of the 2 ranks"),
 ], ids=["obe-backend", "batch-over-processes", "micro-batch"])
 def test_cpu_processes_are_validated(tmp_path, change, error):
     from obe.core.config import ConfigError, validate_config

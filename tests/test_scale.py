@@ -321,7 +321,7 @@ def test_raising_micro_batch_past_the_memory_fails_the_check(preset):
     cfg = merged(preset)
     cfg["train"]["micro_batch"] *= 16
     assert scale.training_memory(scale.plan_from_config(cfg, preset)).fits is False
-    cfg["train"]["micro_batch"] = 0  # all sequences of a step in one forward: the bug of issue 11
+    cfg["train"]["micro_batch"] = 0  # 0: every sequence of a step in one forward pass, far over the memory
     assert scale.training_memory(scale.plan_from_config(cfg, preset)).fits is False
 
 

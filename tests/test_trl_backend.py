@@ -589,7 +589,7 @@ def test_resume_with_another_config_is_refused_or_restarted(setup, tmp_path):
     assert json.loads((out / "config.json").read_text())["coef"] == 0.5
     assert [r["step"] for r in _rows(out / "metrics.jsonl")] == [1, 2]
     assert checkpoint_state(latest_checkpoint(out / "checkpoints"))["config"]["coef"] == 0.5
-    # the first run is set aside, not deleted (issue 16's rule for obe.train holds here too)
+    # the first run is set aside, not deleted (obe.train's rule for a changed config holds here too)
     (aside,) = (out / "superseded").iterdir()
     assert "different config (coef)" in (aside / "why.txt").read_text()
     assert json.loads((aside / "config.json").read_text())["coef"] != 0.5
