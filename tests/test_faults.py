@@ -213,7 +213,8 @@ def test_kill_9_during_training_then_recovery_commands_give_the_uninterrupted_ou
     # after training ended: the fresh grpo run waits after step 3 (between its checkpoints at
     # steps 2 and 4) until the kill, so at least one run is always cut mid-way; the other runs
     # are killed wherever the random delay finds them. The resumed run does not wait.
-    hold = {"train": {"callbacks": [f"{SEAMS}:HoldAfterStep=" + json.dumps({"method": "grpo", "step": 3})]}}
+    hold = {"train": {"callbacks": [f"{SEAMS}:HoldAfterStep=" + json.dumps(
+        {"method": "grpo", "step": 3, "once": str(tmp_path / "held")})]}}  # a fresh rerun (killed before step 2) must not wait
     fault = [*SMOKE, preset(tmp_path, "hold", hold)]  # the same options for the killed run and its recovery
     with open(log, "w") as fh:
         # a process group of its own, as a batch job's: the kill takes Snakemake and every job
