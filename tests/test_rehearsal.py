@@ -322,6 +322,18 @@ def wait_for_rows(proc: subprocess.Popen, metrics: Path, count: int, log: Path, 
         time.sleep(0.05)
 
 
+def signal_when_held(cmd: str, method: str, held: int, out: Path, sig: int, log: Path) -> int:
+    """Run the job ``cmd`` holding after step ``held``, send ``sig`` to its process group there,
+    and return its exit status."""
+    proc = start(cmd + hold_after(method, held), log)
+    try:
+        wait_for_rows(proc, out / "metrics.jsonl", held, log)
+        os.killpg(proc.pid, sig)
+        return proc.wait(timeout=300)
+    finally:
+        _stop(proc)
+
+
 def finish(cmd: str, log: Path) -> None:
     res = subprocess.run(["bash", "-c", f"exec {cmd}"], cwd=REPO_ROOT, env=run_env(), capture_output=True, text=True,
                          timeout=900)
@@ -358,13 +370,7 @@ def test_kill_9_mid_epoch_then_rerun_gives_the_uninterrupted_run(rehearsal, tmp_
     run = f"{method}__s0"
     out, log = tmp_path / run, tmp_path / "killed.log"
     cmd = f"{rehearsal.train_command(run)} --out {shlex.quote(str(out))}"
-    proc = start(cmd + hold_after(method, held), log)
-    try:
-        wait_for_rows(proc, out / "metrics.jsonl", held, log)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        _stop(proc)
+    signal_when_held(cmd, method, held, out, signal.SIGKILL, log)
     assert max(checkpoints(out)) == every * t["mu"], sorted(checkpoints(out))
     assert len(rows(out / "metrics.jsonl")) == held and not (out / "final").exists()
     finish(cmd, tmp_path / "rerun.log")
@@ -381,13 +387,7 @@ def test_sigterm_makes_every_rank_save_the_same_step_and_exit_143(rehearsal, tmp
     run = f"{method}__s0"
     out, log = tmp_path / run, tmp_path / "termed.log"
     cmd = f"{rehearsal.train_command(run)} --out {shlex.quote(str(out))}"
-    proc = start(cmd + hold_after(method, held), log)
-    try:
-        wait_for_rows(proc, out / "metrics.jsonl", held, log)
-        os.killpg(proc.pid, signal.SIGTERM)
-        rc = proc.wait(timeout=300)
-    finally:
-        _stop(proc)
+    rc = signal_when_held(cmd, method, held, out, signal.SIGTERM, log)
     assert rc == 143, f"exit {rc}\n{log.read_text()[-4000:]}"
     found = checkpoints(out)
     assert [state(f)["step"] for f in found.values()] == [held], sorted(found)
